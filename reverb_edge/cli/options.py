@@ -1,0 +1,50 @@
+"""Options and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import MissingExtraError, ReverbError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["numba", "reference"]),
+    default="numba",
+    show_default=True,
+    help="Kernels to run: the Numba engine, or the plain NumPy reference (slow, for debugging).",
+)
+
+
+def default_data_dir(dataset: str) -> Path:
+    """Return ``$REVERB_DATA/<dataset>`` (``../shared/data`` when REVERB_DATA is unset)."""
+    root = Path(os.environ.get("REVERB_DATA", Path("..") / "shared" / "data"))
+    return root / dataset
+
+
+def echo_json(data: dict) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def fail(err: Exception) -> "click.ClickException":
+    """Turn an SDK error into a click error, so the CLI prints one line and exits with status 1."""
+    return click.ClickException(str(err))
+
+
+def require_torch() -> None:
+    """Raise a click error naming the extra to install when PyTorch is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as err:
+        raise fail(
+            MissingExtraError(
+                'this command needs PyTorch: pip install torch==2.13.0 "reverb-edge[torch]"'
+            )
+        ) from err
+
+
+__all__ = ["json_option", "backend_option", "default_data_dir", "echo_json", "fail", "require_torch", "ReverbError"]

@@ -1,0 +1,279 @@
+"""The inference engine: runs a model file's graph timestep by timestep.
+
+Thread safety: an :class:`Engine` holds mutable state (membrane potentials,
+statistics, scratch buffers), so one instance must not be used from two
+threads at once. Weights are read-only and shared: :meth:`Engine.clone` gives
+another engine over the same weights with its own state, one per thread. The
+Numba kernels release the GIL, so engines in different threads run in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from . import kernels, reference
+from .errors import InputError
+from .graph import Graph, InputSpec
+from .modelfile import Model, load_model
+from .nodes import LIF, Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Node
+from .registry import resolve_model
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = {"numba": kernels, "reference": reference}
+
+
+@dataclass
+class LayerStats:
+    """Activity of one node, summed over every timestep since the last reset of the statistics.
+
+    For a neuron node: ``neurons`` per timestep, ``spikes`` emitted and
+    ``firing_rate`` = spikes / (neurons · timesteps). For a synaptic node:
+    ``input_events``, the non-zero inputs it received (each costs fan-out
+    synaptic operations; zeros cost nothing), out of ``inputs`` in total.
+    """
+
+    name: str
+    kind: str
+    timesteps: int = 0
+    neurons: int = 0
+    spikes: int = 0
+    inputs: int = 0
+    input_events: int = 0
+
+    @property
+    def firing_rate(self) -> float | None:
+        if self.kind != "LIF" or self.timesteps == 0:
+            return None
+        return self.spikes / (self.neurons * self.timesteps)
+
+    @property
+    def input_density(self) -> float | None:
+        if self.inputs == 0:
+            return None
+        return self.input_events / self.inputs
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "timesteps": self.timesteps,
+            "neurons": self.neurons,
+            "spikes": self.spikes,
+            "firing_rate": self.firing_rate,
+            "inputs": self.inputs,
+            "input_events": self.input_events,
+            "input_density": self.input_density,
+        }
+
+
+def _make_executor(node: Node, tensors: dict[str, np.ndarray], backend: ModuleType) -> Callable:
+    """Bind a node's parameters and weights into a function of its input arrays."""
+    if isinstance(node, Conv2d):
+        weight = tensors[f"{node.name}.weight"]
+        scale = tensors[f"{node.name}.scale"]
+        bias = tensors[f"{node.name}.bias"]
+        options = dict(stride=node.stride, padding=node.padding, dilation=node.dilation, groups=node.groups)
+        if node.weight_format == "binary":
+            return lambda x: backend.binary_conv2d(x, weight, scale, bias, in_channels=node.in_channels, **options)
+        return lambda x: backend.float_conv2d(x, weight, scale, bias, **options)
+    if isinstance(node, Linear):
+        weight = tensors[f"{node.name}.weight"]
+        scale = tensors[f"{node.name}.scale"]
+        bias = tensors[f"{node.name}.bias"]
+        if node.weight_format == "binary":
+            return lambda x: backend.binary_linear(x, weight, scale, bias, in_features=node.in_features)
+        return lambda x: backend.float_linear(x, weight, scale, bias)
+    if isinstance(node, AvgPool2d):
+        return lambda x: backend.avg_pool2d(x, node.kernel_size, node.stride, node.padding)
+    if isinstance(node, MaxPool2d):
+        return lambda x: backend.max_pool2d(x, node.kernel_size, node.stride, node.padding, node.dilation)
+    if isinstance(node, Flatten):
+        return lambda x: np.ascontiguousarray(x).reshape(-1)
+    if isinstance(node, Add):
+        return lambda a, b: backend.residual_add(a, b)
+    raise InputError(f"node {node.name!r}: the engine has no executor for type {node.type_name}")
+
+
+class Engine:
+    """Run a ReverB-SNN model on the CPU, one sample at a time.
+
+    Typical use::
+
+        engine = Engine.load("mnist")
+        scores = engine.predict(engine.preprocess(image))   # T timesteps from reset
+        label = engine.labels[int(scores.argmax())]
+
+    or, for a stream, ``engine.reset()`` then ``engine.step(x)`` once per timestep.
+    """
+
+    def __init__(self, model: Model, backend: str = "numba") -> None:
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        self.model = model
+        self.backend = backend
+        graph = model.graph
+        self._kernels = BACKENDS[backend]
+        self._executors = {node.name: _make_executor(node, model.tensors, self._kernels) for node in graph.nodes if not node.stateful}
+        self._invariant = graph.time_invariant()
+        self._membranes = {
+            node.name: np.zeros(graph.shapes[node.name], dtype=np.float32) for node in graph.nodes if node.stateful
+        }
+        self._spike_buffers = {name: np.empty_like(u) for name, u in self._membranes.items()}
+        self.stats: dict[str, LayerStats] = {}
+        self.reset_stats()
+
+    @classmethod
+    def load(cls, path_or_name: str | Path, backend: str = "numba", use_mmap: bool = True) -> "Engine":
+        """Load a ``.reverb`` file, or a shipped model by name (``"mnist"``)."""
+        model = load_model(resolve_model(path_or_name), use_mmap=use_mmap)
+        logger.info("loaded %s: %d nodes, T=%d", model.path, len(model.graph.nodes), model.graph.timesteps)
+        return cls(model, backend=backend)
+
+    def clone(self) -> "Engine":
+        """Return an engine over the same (read-only) weights with its own state, for another thread."""
+        return Engine(self.model, backend=self.backend)
+
+    @property
+    def graph(self) -> Graph:
+        return self.model.graph
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.model.graph.input
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        labels = self.input_spec.labels
+        return labels or tuple(str(i) for i in range(self.graph.shapes[self.graph.output_name][0]))
+
+    @property
+    def timesteps(self) -> int:
+        return self.model.graph.timesteps
+
+    def reset(self) -> None:
+        """Set every membrane potential to zero (the state before the first timestep)."""
+        for membrane in self._membranes.values():
+            membrane.fill(0.0)
+
+    def reset_stats(self) -> None:
+        """Zero the per-layer activity counters."""
+        self.stats = {}
+        for node in self.graph.nodes:
+            kind = node.type_name
+            stats = LayerStats(node.name, kind)
+            if node.stateful:
+                stats.neurons = int(np.prod(self.graph.shapes[node.name]))
+            self.stats[node.name] = stats
+
+    def preprocess(self, image) -> np.ndarray:
+        """Turn a PIL image or uint8/float array into the normalised (C, H, W) float32 input."""
+        from .preprocess import preprocess_image
+
+        return preprocess_image(image, self.input_spec)
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        array = np.asarray(x)
+        if array.shape != self.input_spec.shape:
+            raise InputError(
+                f"input has shape {array.shape}, but the model expects {self.input_spec.shape} (C, H, W); "
+                "use Engine.preprocess for images, or predict_batch for a batch"
+            )
+        if array.dtype.kind not in "fiub":
+            raise InputError(f"input dtype {array.dtype} is not numeric")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise InputError("input contains NaN or infinity")
+        return array
+
+    def _run(
+        self, x: np.ndarray, cache: dict[str, np.ndarray] | None, record: dict[str, list] | None = None
+    ) -> np.ndarray:
+        values: dict[str, np.ndarray] = {"input": x}
+        graph = self.graph
+        for node in graph.nodes:
+            name = node.name
+            if cache is not None and name in cache:
+                values[name] = cache[name]
+                continue
+
+            args = [values[source] for source in graph.sources[name]]
+            stats = self.stats[name]
+            stats.timesteps += 1
+            if node.stateful:
+                spikes, fired = self._kernels.lif_step(
+                    args[0], self._membranes[name], node.tau, node.threshold, self._spike_buffers[name]
+                )
+                stats.spikes += int(fired)
+                values[name] = spikes
+            else:
+                if isinstance(node, (Conv2d, Linear)):
+                    stats.inputs += args[0].size
+                    stats.input_events += int(np.count_nonzero(args[0]))
+                values[name] = self._executors[name](*args)
+
+            if cache is not None and name in self._invariant:
+                cache[name] = values[name]
+            if record is not None:
+                record.setdefault(name, []).append(values[name].copy())
+        return values[graph.output_name]
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """Run one timestep on input ``x`` (C, H, W), keeping the membrane state; return the readout."""
+        return self._run(self._check_input(x), None).copy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Reset, run T timesteps on ``x`` (direct encoding) and return the mean readout (class scores).
+
+        Nodes upstream of every neuron see the same input at each timestep, so
+        they run once and their output is reused.
+        """
+        x = self._check_input(x)
+        self.reset()
+        cache: dict[str, np.ndarray] = {}
+        total = None
+        for _ in range(self.timesteps):
+            out = self._run(x, cache)
+            total = out.astype(np.float32, copy=True) if total is None else total + out
+        return total / np.float32(self.timesteps)
+
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run T timesteps from reset like :meth:`predict` and return every node's outputs.
+
+        The result maps node name -> array (T, *node shape), for example the
+        spikes of each LIF node; it is meant for debugging and parity checks.
+        """
+        x = self._check_input(x)
+        self.reset()
+        record: dict[str, list] = {}
+        for _ in range(self.timesteps):
+            self._run(x, None, record)
+        return {name: np.stack(outputs) for name, outputs in record.items()}
+
+    def predict_batch(self, xs: Iterable[np.ndarray] | np.ndarray, progress: bool = False) -> np.ndarray:
+        """Return class scores (N, classes) for a batch of inputs (N, C, H, W), one sample at a time."""
+        if isinstance(xs, np.ndarray):
+            if xs.ndim != len(self.input_spec.shape) + 1:
+                raise InputError(
+                    f"batch has shape {xs.shape}, expected (N, {', '.join(map(str, self.input_spec.shape))})"
+                )
+            total = len(xs)
+        else:
+            xs = list(xs)
+            total = len(xs)
+        classes = self.graph.shapes[self.graph.output_name][0]
+        scores = np.empty((total, classes), dtype=np.float32)
+        for i, x in enumerate(tqdm(xs, total=total, disable=not progress, unit="sample", desc="predict")):
+            scores[i] = self.predict(x)
+        return scores
+
+    def layer_stats(self) -> list[dict]:
+        """Return the activity statistics of every node as plain dictionaries."""
+        return [stats.to_dict() for stats in self.stats.values()]

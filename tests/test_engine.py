@@ -1,0 +1,165 @@
+"""The engine: backends agree, timestep semantics, statistics, threads and input errors."""
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from reverb_edge import Engine, InputError
+from reverb_edge.modelfile import save_model
+
+from helpers import every_node_graph, mnist_like_graph, random_tensors
+
+# Numba and the NumPy reference add the same float32 values in different orders, so
+# membrane potentials differ by a few ulp; a spike exactly at the threshold could flip,
+# which these random models make very unlikely. Scores are compared with this tolerance.
+SCORE_TOLERANCE = 1e-4
+
+
+@pytest.fixture
+def every_node_path(tmp_path, rng):
+    graph = every_node_graph()
+    return save_model(tmp_path / "every.reverb", graph, random_tensors(graph, rng))
+
+
+@pytest.fixture
+def mnist_like_path(tmp_path, rng):
+    graph = mnist_like_graph()
+    return save_model(tmp_path / "mnist_like.reverb", graph, random_tensors(graph, rng))
+
+
+def _inputs(engine, rng, count):
+    return rng.normal(size=(count, *engine.input_spec.shape)).astype(np.float32)
+
+
+def test_engine_backends_agree_every_node(every_node_path, rng):
+    numba_engine = Engine.load(every_node_path)
+    reference_engine = Engine.load(every_node_path, backend="reference")
+    inputs = _inputs(numba_engine, rng, 12)
+    np.testing.assert_allclose(
+        numba_engine.predict_batch(inputs), reference_engine.predict_batch(inputs), rtol=SCORE_TOLERANCE, atol=SCORE_TOLERANCE
+    )
+
+
+def test_engine_backends_agree_spikes(every_node_path, rng):
+    numba_engine = Engine.load(every_node_path)
+    reference_engine = Engine.load(every_node_path, backend="reference")
+    x = _inputs(numba_engine, rng, 1)[0]
+    numba_trace = numba_engine.trace(x)
+    reference_trace = reference_engine.trace(x)
+    assert set(numba_trace) == set(reference_trace)
+    for name in numba_trace:
+        np.testing.assert_allclose(numba_trace[name], reference_trace[name], rtol=SCORE_TOLERANCE, atol=SCORE_TOLERANCE, err_msg=name)
+
+
+def test_engine_neurons_fire(every_node_path, rng):
+    engine = Engine.load(every_node_path)
+    engine.predict_batch(_inputs(engine, rng, 4))
+    rates = {s["name"]: s["firing_rate"] for s in engine.layer_stats() if s["firing_rate"] is not None}
+    assert set(rates) == {"stem_lif", "depthwise_lif", "grouped_lif", "hidden_lif"}
+    for name, rate in rates.items():
+        assert 0.0 < rate < 1.0, name
+
+
+def test_engine_predict_equals_reset_and_steps(every_node_path, rng):
+    engine = Engine.load(every_node_path)
+    x = _inputs(engine, rng, 1)[0]
+    expected = engine.predict(x)
+    engine.reset()
+    outputs = [engine.step(x) for _ in range(engine.timesteps)]
+    np.testing.assert_allclose(np.mean(outputs, axis=0), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_engine_step_keeps_state(every_node_path, rng):
+    engine = Engine.load(every_node_path)
+    x = _inputs(engine, rng, 1)[0]
+    engine.reset()
+    first = engine.step(x)
+    second = engine.step(x)
+    engine.reset()
+    again = engine.step(x)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, second)
+
+
+def test_engine_predict_is_repeatable(every_node_path, rng):
+    engine = Engine.load(every_node_path)
+    x = _inputs(engine, rng, 1)[0]
+    np.testing.assert_array_equal(engine.predict(x), engine.predict(x))
+
+
+def test_engine_batch_equals_single(mnist_like_path, rng):
+    engine = Engine.load(mnist_like_path)
+    inputs = _inputs(engine, rng, 5)
+    batch = engine.predict_batch(inputs)
+    for i, x in enumerate(inputs):
+        np.testing.assert_array_equal(batch[i], engine.predict(x))
+
+
+def test_engine_trace_shapes(every_node_path, rng):
+    engine = Engine.load(every_node_path)
+    trace = engine.trace(_inputs(engine, rng, 1)[0])
+    for node in engine.graph.nodes:
+        assert trace[node.name].shape == (engine.timesteps, *engine.graph.shapes[node.name])
+
+
+def test_engine_clones_in_threads_match_serial(mnist_like_path, rng):
+    engine = Engine.load(mnist_like_path)
+    inputs = _inputs(engine, rng, 8)
+    serial = engine.predict_batch(inputs)
+    results = [None, None]
+
+    def work(index):
+        clone = engine.clone()
+        results[index] = clone.predict_batch(inputs[index::2])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    np.testing.assert_array_equal(results[0], serial[0::2])
+    np.testing.assert_array_equal(results[1], serial[1::2])
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (1, 28, 27), (3, 28, 28), (2, 1, 28, 28)])
+def test_engine_rejects_wrong_input_shape(mnist_like_path, shape):
+    engine = Engine.load(mnist_like_path)
+    with pytest.raises(InputError, match="expects \\(1, 28, 28\\)"):
+        engine.predict(np.zeros(shape, np.float32))
+
+
+def test_engine_rejects_nan_input(mnist_like_path):
+    engine = Engine.load(mnist_like_path)
+    x = np.zeros((1, 28, 28), np.float32)
+    x[0, 3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        engine.predict(x)
+
+
+def test_engine_rejects_unknown_backend(mnist_like_path):
+    with pytest.raises(InputError, match="backend must be one of"):
+        Engine.load(mnist_like_path, backend="gpu")
+
+
+def test_engine_rejects_unknown_model_name():
+    from reverb_edge import ModelFileError
+
+    with pytest.raises(ModelFileError, match="neither an existing file nor a shipped model name"):
+        Engine.load("no-such-model")
+
+
+def test_runtime_never_imports_torch(mnist_like_path):
+    code = (
+        "import sys, numpy as np\n"
+        "import reverb_edge\n"
+        "from reverb_edge import Engine\n"
+        "import reverb_edge.cli\n"
+        f"engine = Engine.load({str(mnist_like_path)!r})\n"
+        "engine.predict(np.zeros(engine.input_spec.shape, np.float32))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
