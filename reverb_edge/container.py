@@ -370,6 +370,13 @@ def read_container(path: os.PathLike | str, *, use_mmap: bool = True) -> Contain
             message names the file, the byte offset or tensor, and the fix.
     """
     path = Path(path)
+    try:
+        return _read_container(path, use_mmap)
+    except OSError as err:
+        raise ModelFileError(f"cannot read model file {path}: {err.strerror or err}") from err
+
+
+def _read_container(path: Path, use_mmap: bool) -> Container:
     with _open_model_file(path) as file:
         file_size = os.fstat(file.fileno()).st_size
         header = _read_header(file, path, file_size)
@@ -401,9 +408,12 @@ def peek_metadata(path: os.PathLike | str) -> dict[str, str]:
         ModelFileError: the file is missing, unreadable or invalid.
     """
     path = Path(path)
-    with _open_model_file(path) as file:
-        file_size = os.fstat(file.fileno()).st_size
-        return _read_header(file, path, file_size).metadata
+    try:
+        with _open_model_file(path) as file:
+            file_size = os.fstat(file.fileno()).st_size
+            return _read_header(file, path, file_size).metadata
+    except OSError as err:
+        raise ModelFileError(f"cannot read model file {path}: {err.strerror or err}") from err
 
 
 def _open_model_file(path: Path) -> BinaryIO:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from . import kernels, reference
 from .errors import InputError
 from .graph import Graph, InputSpec
-from .modelfile import Model, load_model
+from .modelfile import Model, load_model, validate_tensors
 from .nodes import LIF, Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Node
 from .registry import resolve_model
 
@@ -29,10 +29,17 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = {"numba": kernels, "reference": reference}
 
+# 2**27 float32 membrane potentials (512 MiB, plus as much again for spike buffers)
+# is far above any network that a Raspberry Pi-class board runs.
+MAX_STATE_ELEMENTS = 1 << 27
+
 
 @dataclass
 class LayerStats:
-    """Activity of one node, summed over every timestep since the last reset of the statistics.
+    """Activity of one node, summed over its evaluations since the last reset of the statistics.
+
+    A node runs once per timestep, except the time-invariant nodes that
+    :meth:`Engine.predict` computes once per input; ``timesteps`` counts runs.
 
     For a neuron node: ``neurons`` per timestep, ``spikes`` emitted and
     ``firing_rate`` = spikes / (neurons · timesteps). For a synaptic node:
@@ -117,6 +124,13 @@ class Engine:
     def __init__(self, model: Model, backend: str = "numba") -> None:
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        validate_tensors(model.graph, model.tensors, str(model.path or "model"))
+        state_elements = sum(int(np.prod(model.graph.shapes[n.name])) for n in model.graph.nodes if n.stateful)
+        if state_elements > MAX_STATE_ELEMENTS:
+            raise InputError(
+                f"the model's neurons need {state_elements} membrane potentials, more than the "
+                f"{MAX_STATE_ELEMENTS} this engine allocates; the model is too large for the device"
+            )
         self.model = model
         self.backend = backend
         graph = model.graph
@@ -174,7 +188,7 @@ class Engine:
             self.stats[node.name] = stats
 
     def preprocess(self, image) -> np.ndarray:
-        """Turn a PIL image or uint8/float array into the normalised (C, H, W) float32 input."""
+        """Turn a PIL image or a uint8 array into the normalised (C, H, W) float32 input."""
         from .preprocess import preprocess_image
 
         return preprocess_image(image, self.input_spec)

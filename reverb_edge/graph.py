@@ -37,6 +37,8 @@ class InputSpec:
         if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 65536 for d in shape):
             raise GraphError(f"input shape must be three integers (C, H, W) in [1, 65536], got {self.shape!r}")
         object.__setattr__(self, "shape", shape)
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise GraphError(f"input shape {shape} has more than {MAX_ELEMENTS} elements")
 
         channels = shape[0]
         for field_name in ("mean", "std"):
@@ -136,13 +138,20 @@ class Graph:
             previous = node.name
 
         output_shape = shapes[nodes[-1].name]
+        if len(output_shape) != 1:
+            raise GraphError(
+                f"the readout node {nodes[-1].name!r} has output shape {output_shape}; class scores must be "
+                "one-dimensional, so end the graph with Flatten and Linear"
+            )
         if self.input.labels and output_shape != (len(self.input.labels),):
             raise GraphError(
                 f"the readout node {nodes[-1].name!r} has output shape {output_shape}, but the input spec "
                 f"lists {len(self.input.labels)} labels; they must match"
             )
         if nodes[-1].stateful:
-            raise GraphError(f"the last node {nodes[-1].name!r} is a neuron; the readout must be a synaptic layer")
+            raise GraphError(
+                f"the last node {nodes[-1].name!r} is a neuron; the readout must not spike, so end with a Linear layer"
+            )
         object.__setattr__(self, "shapes", shapes)
         object.__setattr__(self, "sources", sources)
 
@@ -192,8 +201,11 @@ class Graph:
             raise GraphError(f"graph must be a JSON object, got {type(data).__name__}")
         expected = {"input", "timesteps", "readout", "nodes"}
         missing = expected - set(data)
+        unknown = set(data) - expected
         if missing:
             raise GraphError(f"graph is missing fields {sorted(missing)}")
+        if unknown:
+            raise GraphError(f"graph has unknown fields {sorted(unknown)}; the file may come from a newer reverb-edge")
         raw_nodes = data["nodes"]
         if not isinstance(raw_nodes, list):
             raise GraphError(f"graph field 'nodes' must be a list, got {type(raw_nodes).__name__}")
@@ -209,10 +221,20 @@ class Graph:
     @classmethod
     def from_json(cls, text: str) -> "Graph":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
         except json.JSONDecodeError as err:
             raise GraphError(f"graph metadata is not valid JSON: {err}") from err
         return cls.from_dict(data)
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, raising on a repeated key instead of keeping the last value."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise GraphError(f"graph JSON repeats the key {key!r}; the file is corrupt")
+        data[key] = value
+    return data
 
 
 def node_from_dict(data: Any) -> Node:

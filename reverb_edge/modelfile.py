@@ -10,9 +10,9 @@ Layout: safetensors' byte layout (see :mod:`reverb_edge.container`), so the
 and the tensors are the ones that :meth:`Graph.tensor_specs` lists, no more and no
 fewer: packed sign bits (uint64, little-endian) and per-channel float32 constants.
 
-Loading checks, in order, before touching any tensor data: the container layout
-(sizes and offsets against the file size), the format and version, the graph,
-that every tensor has the dtype and shape the graph implies, and then the
+Loading checks, in order: the container layout (sizes and offsets against the
+file size, before anything is mapped or allocated), the format and version, the
+graph, that every tensor has the dtype and shape the graph implies, and then the
 values: constants finite, padding bits of packed rows zero.
 """
 
@@ -98,7 +98,10 @@ def validate_tensors(graph: Graph, tensors: dict[str, np.ndarray], source: str) 
 def save_model(path: str | Path, graph: Graph, tensors: dict[str, np.ndarray]) -> Path:
     """Validate ``graph`` and ``tensors`` together and write them atomically to ``path``."""
     path = Path(path)
-    arrays = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    arrays = {
+        name: np.ascontiguousarray(array, dtype=np.asarray(array).dtype.newbyteorder("="))
+        for name, array in tensors.items()
+    }
     validate_tensors(graph, arrays, str(path))
     metadata = {
         "format": FORMAT_NAME,

@@ -28,16 +28,17 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from .bitpack import words_for
 from .errors import GraphError
 
 WEIGHT_FORMATS = ("binary", "float32")
-WORD_BITS = 64
 
 # Limits that keep a hostile file from asking for absurd allocations. They are far
-# above any network that fits a Raspberry Pi-class board.
+# above any network that fits a Raspberry Pi-class board: MAX_ELEMENTS float32 values
+# are 256 MiB per node output, and the engine also caps the sum over all nodes.
 MAX_NODES = 4096
 MAX_DIMENSION = 1 << 20
-MAX_ELEMENTS = 1 << 31
+MAX_ELEMENTS = 1 << 26
 
 
 def _pair(value: Any, field_name: str, node: str) -> tuple[int, int]:
@@ -78,11 +79,6 @@ def _finite(value: Any, field_name: str, node: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise GraphError(f"node {node!r}: {field_name} must be a finite number, got {value!r}")
     return float(value)
-
-
-def words_for(length: int) -> int:
-    """Return how many 64-bit words hold ``length`` sign bits."""
-    return (length + WORD_BITS - 1) // WORD_BITS
 
 
 def _spatial_output(size: int, kernel: int, stride: int, pad_before: int, pad_after: int, dilation: int) -> int:
@@ -290,6 +286,15 @@ class _Pool2d(Node):
         for field_name in ("kernel_size", "stride"):
             if min(getattr(self, field_name)) < 1:
                 raise GraphError(f"node {self.name!r}: {field_name} must be >= 1, got {getattr(self, field_name)}")
+
+        # PyTorch rejects pooling padding above half the kernel, and so do the kernels.
+        top, bottom, left, right = self.padding
+        half_h, half_w = self.kernel_size[0] // 2, self.kernel_size[1] // 2
+        if max(top, bottom) > half_h or max(left, right) > half_w:
+            raise GraphError(
+                f"node {self.name!r}: padding {self.padding} exceeds half the kernel {self.kernel_size}; "
+                "use at most kernel_size // 2 on each side"
+            )
 
     def _dilation(self) -> tuple[int, int]:
         return (1, 1)

@@ -103,7 +103,7 @@ def test_graph_rejects_label_count_mismatch():
 
 def test_graph_rejects_neuron_readout():
     spec = InputSpec((1, 4, 4), (0.0,), (1.0,))
-    with pytest.raises(GraphError, match="readout must be a synaptic layer"):
+    with pytest.raises(GraphError, match="readout must not spike"):
         Graph(spec, (Flatten("f"), LIF("out")))
 
 
@@ -160,3 +160,34 @@ def test_input_spec_rejects_wrong_channel_count():
 def test_input_spec_rejects_zero_std():
     with pytest.raises(GraphError, match="std must be > 0"):
         InputSpec((1, 8, 8), (0.5,), (0.0,))
+
+
+def test_graph_rejects_image_shaped_readout():
+    spec = InputSpec((1, 4, 4), (0.0,), (1.0,))
+    with pytest.raises(GraphError, match="class scores must be one-dimensional"):
+        Graph(spec, (MaxPool2d("p", kernel_size=2, stride=2),))
+
+
+def test_pool_rejects_padding_over_half_kernel():
+    with pytest.raises(GraphError, match="exceeds half the kernel"):
+        MaxPool2d("p", kernel_size=2, stride=2, padding=(0, 2, 0, 0))
+
+
+def test_graph_from_dict_rejects_unknown_fields():
+    data = json.loads(mnist_like_graph().to_json())
+    data["optimiser"] = "adam"
+    with pytest.raises(GraphError, match="unknown fields \\['optimiser'\\]"):
+        Graph.from_dict(data)
+
+
+def test_graph_from_json_rejects_duplicate_keys():
+    text = mnist_like_graph().to_json()
+    duplicated = text.replace('"timesteps":2', '"timesteps":2,"timesteps":3')
+    assert duplicated != text
+    with pytest.raises(GraphError, match="repeats the key 'timesteps'"):
+        Graph.from_json(duplicated)
+
+
+def test_input_spec_rejects_huge_input():
+    with pytest.raises(GraphError, match="more than"):
+        InputSpec((1, 46340, 46340), (0.0,), (1.0,))

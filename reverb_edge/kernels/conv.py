@@ -64,6 +64,7 @@ def binary_conv2d(
     )
     # (O, kh, kw, words) -> (kh, kw, words, O), so the inner loop over output
     # channels reads consecutive words.
+    # TODO: this copy and the target tables are rebuilt on every call; prepare them once per layer.
     bits_by_position = np.ascontiguousarray(weight_bits.transpose(1, 2, 3, 0))
     row_targets, col_targets = _target_tables(x.shape, geometry)
     out = np.empty((geometry.out_channels, geometry.out_height, geometry.out_width), np.float32)
