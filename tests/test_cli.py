@@ -38,7 +38,7 @@ def test_cli_version():
 def test_cli_info_shipped_model_json():
     result = run("info", "mnist", "--json")
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert info["input"]["shape"] == [1, 28, 28]
     assert info["timesteps"] >= 1
     assert info["binary_weights"] == info["weights"]
@@ -56,7 +56,7 @@ def test_cli_info_text():
 def test_cli_eval_sample_json(sample_digits):
     result = run("eval", "mnist", "--dataset", "mnist-sample", "--limit", "300", "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["n"] == 300
     assert summary["accuracy"] > 0.95
     assert len(summary["confusion"]) == 10
@@ -77,7 +77,7 @@ def test_cli_eval_mnist_with_torch(mnist_dir):
     pytest.importorskip("torch")
     result = run("eval", "mnist", "--dataset", "mnist", "--data", mnist_dir, "--limit", "500", "--torch", "mnist", "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["n"] == 500
     assert summary["agreement_with_torch"] >= 0.998
     assert abs(summary["accuracy"] - summary["torch_accuracy"]) <= 0.002
@@ -97,7 +97,7 @@ def test_cli_predict_folder(tmp_path, sample_digits):
         Image.fromarray(255 - images[i]).resize((84, 84), Image.BILINEAR).save(tmp_path / f"{i:04d}.png")
     result = run("predict", "mnist", tmp_path, "--json")
     assert result.exit_code == 0, result.output
-    predictions = json.loads(result.output)["predictions"]
+    predictions = json.loads(result.stdout)["predictions"]
     assert len(predictions) == len(picks)
     correct = sum(p["label"] == str(labels[i]) for p, i in zip(predictions, picks))
     assert correct >= len(picks) - 1
@@ -140,11 +140,11 @@ def test_cli_train_convert_eval_end_to_end(tmp_path, mnist_dir):
     checkpoint = tmp_path / "tiny.pt"
     model_file = tmp_path / "tiny.reverb"
     result = run(
-        "train", "--data", mnist_dir, "-o", checkpoint, "--epochs", "1", "--limit", "4000", "--test-limit", "500",
+        "train", "--data", mnist_dir, "-o", checkpoint, "--epochs", "2", "--limit", "6000", "--test-limit", "500",
         "--channels", "8,8,16", "--threads", "2", "--json",
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["test_accuracy"] > 0.8
+    assert json.loads(result.stdout)["test_accuracy"] > 0.8
 
     result = run("convert", checkpoint, "-o", model_file, "--verify", "8")
     assert result.exit_code == 0, result.output
@@ -152,7 +152,7 @@ def test_cli_train_convert_eval_end_to_end(tmp_path, mnist_dir):
 
     result = run("eval", model_file, "--data", mnist_dir, "--limit", "1000", "--torch", checkpoint, "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["accuracy"] > 0.8
     assert summary["agreement_with_torch"] >= 0.99
 

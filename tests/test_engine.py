@@ -13,8 +13,8 @@ from reverb_edge.modelfile import save_model
 from helpers import every_node_graph, mnist_like_graph, random_tensors
 
 # Numba and the NumPy reference add the same float32 values in different orders, so
-# membrane potentials differ by a few ulp; a spike exactly at the threshold could flip,
-# which these random models make very unlikely. Scores are compared with this tolerance.
+# membrane potentials differ by a few ulp. A spike exactly at the threshold could flip,
+# but these random models make that very unlikely. Scores are compared with this tolerance.
 SCORE_TOLERANCE = 1e-4
 
 

@@ -11,10 +11,10 @@ from reverb_edge.datasets import load_mnist  # noqa: E402
 from reverb_edge.evaluation import normalise_images  # noqa: E402
 from reverb_edge.registry import resolve_checkpoint  # noqa: E402
 
-# Logits are means of float32 sums taken in a different order by the engine and by
-# PyTorch's convolution; a membrane potential within ~1e-6 of the threshold can fire
-# on one side only. So logits must agree within LOGIT_TOLERANCE for at least
-# CLOSE_FRACTION of the images, and argmax within AGREEMENT.
+# Logits are means of float32 sums that the engine and PyTorch's convolution take in
+# different orders. A membrane potential within ~1e-6 of the threshold can therefore
+# fire on one side only. So logits must agree within LOGIT_TOLERANCE for at least
+# CLOSE_FRACTION of the images, and the argmax for at least AGREEMENT of them.
 LOGIT_TOLERANCE = 1e-3
 CLOSE_FRACTION = 0.995
 AGREEMENT = 0.999

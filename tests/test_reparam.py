@@ -1,4 +1,4 @@
-"""Re-parameterization: folded constants give the same spikes as PyTorch, and bad layers are refused."""
+"""Re-parameterization: folded constants give the same spikes as PyTorch, and bad layers are rejected."""
 
 import hashlib
 
@@ -13,7 +13,7 @@ from reverb_edge.converters import LIF, BinaryConv2d, BinaryLinear, ReverbNet, R
 from reverb_edge.converters.model import ConvNetConfig, build_convnet, save_checkpoint  # noqa: E402
 from reverb_edge.converters.parity import torch_scores  # noqa: E402
 
-# Both sides compute in float32 but sum in different orders; membrane potentials agree to
+# Both sides compute in float32 but sum in different orders. Membrane potentials agree to
 # about 1e-6 relative, so spikes and logits are compared with this tolerance.
 TOLERANCE = 1e-4
 
@@ -76,7 +76,8 @@ def test_depthwise_bias_batchnorm_negative_gamma(tmp_path, rng):
     assert not fired[:, :, 5].any()
     scale = engine.model.tensors["layers.0.scale"]
     assert (scale >= 0).all()
-    assert scale[3] == 0 and scale[5] == 0
+    assert scale[3] == 0
+    assert scale[5] == 0
 
 
 def test_amplitude_without_batchnorm(tmp_path, rng):
@@ -141,7 +142,7 @@ def test_zero_weight_counts_as_plus_one(tmp_path, rng):
         (nn.BatchNorm2d(4), 2, "does not directly follow a convolution"),
     ],
 )
-def test_unsupported_layer_refused(extra, position, fragment, tmp_path):
+def test_unsupported_layer_rejected(extra, position, fragment, tmp_path):
     layers = [BinaryConv2d(1, 4, 3, padding=1), LIF(), nn.Flatten(), BinaryLinear(4 * 64, 2)]
     layers.insert(position, extra)
     model = ReverbNet(nn.Sequential(*layers), 2, _spec(1, 8, 2))
@@ -150,14 +151,14 @@ def test_unsupported_layer_refused(extra, position, fragment, tmp_path):
     assert not (tmp_path / "m.reverb").exists()
 
 
-def test_reflect_padding_refused(tmp_path):
+def test_reflect_padding_rejected(tmp_path):
     layers = nn.Sequential(BinaryConv2d(1, 2, 3, padding=1), LIF(), nn.Flatten(), BinaryLinear(2 * 16, 2))
     layers[0].padding_mode = "reflect"
     with pytest.raises(ConversionError, match="padding_mode='reflect'"):
         export_model(ReverbNet(layers, 1, _spec(1, 4, 2)), tmp_path / "m.reverb")
 
 
-def test_batchnorm_without_running_stats_refused(tmp_path):
+def test_batchnorm_without_running_stats_rejected(tmp_path):
     layers = nn.Sequential(BinaryConv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2, track_running_stats=False), LIF(),
                            nn.Flatten(), BinaryLinear(2 * 16, 2))
     with pytest.raises(ConversionError, match="track_running_stats=False"):
