@@ -79,9 +79,19 @@ class ReverbNet(nn.Module):
                 module.timesteps = self._timesteps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map images (B, C, H, W) to logits (B, classes), averaged over the timesteps."""
+        """Map inputs to logits (B, classes), averaged over the timesteps.
+
+        ``x`` is either images (B, C, H, W), fed at every timestep (direct
+        encoding), or one frame per timestep (B, T, C, H, W), for example
+        binned DVS events; T must then equal ``timesteps``.
+        """
         batch = x.shape[0]
         expanded = False
+        if x.dim() == 5:
+            if x.shape[1] != self.timesteps:
+                raise ValueError(f"input has {x.shape[1]} frames per sample, but the network runs {self.timesteps} timesteps")
+            x = x.transpose(0, 1).reshape(self.timesteps * batch, *x.shape[2:])
+            expanded = True
         for layer in self.layers:
             if not expanded and _contains_neuron(layer):
                 x = x.repeat(self.timesteps, *([1] * (x.dim() - 1)))

@@ -258,6 +258,24 @@ class Engine:
             total = out.astype(np.float32, copy=True) if total is None else total + out
         return total / np.float32(self.timesteps)
 
+    def predict_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Reset, run one timestep per frame of ``frames`` (T, C, H, W), return the mean readout.
+
+        This is the path for inputs that change over time, such as binned DVS
+        events; any number of frames is accepted.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim != len(self.input_spec.shape) + 1 or len(frames) == 0:
+            raise InputError(
+                f"frames have shape {frames.shape}, expected (T, {', '.join(map(str, self.input_spec.shape))}) with T >= 1"
+            )
+        self.reset()
+        total = None
+        for frame in frames:
+            out = self._run(self._check_input(frame), None)
+            total = out.astype(np.float32, copy=True) if total is None else total + out
+        return total / np.float32(len(frames))
+
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run T timesteps from reset like :meth:`predict` and return every node's outputs.
 

@@ -163,3 +163,19 @@ def test_runtime_never_imports_torch(mnist_like_path):
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_engine_predict_frames_equals_steps(every_node_path, rng):
+    engine = Engine.load(every_node_path)
+    frames = _inputs(engine, rng, 4)
+    expected_outputs = []
+    engine.reset()
+    for frame in frames:
+        expected_outputs.append(engine.step(frame))
+    np.testing.assert_allclose(engine.predict_frames(frames), np.mean(expected_outputs, axis=0), rtol=1e-6, atol=1e-6)
+
+
+def test_engine_predict_frames_rejects_single_frame(every_node_path):
+    engine = Engine.load(every_node_path)
+    with pytest.raises(InputError, match="expected \\(T, 3, 12, 11\\)"):
+        engine.predict_frames(np.zeros((3, 12, 11), np.float32))

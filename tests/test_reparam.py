@@ -188,3 +188,24 @@ def test_torch_scores_match_engine_convnet(tmp_path, rng):
     engine = Engine.load(export_model(model, tmp_path / "m.reverb"))
     x = rng.normal(size=(6, 1, 28, 28)).astype(np.float32)
     np.testing.assert_allclose(engine.predict_batch(x), torch_scores(model, x), rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_frame_sequence_input_matches_engine(tmp_path, rng):
+    torch.manual_seed(6)
+    model = build_convnet(ConvNetConfig(channels=(4, 6, 8), in_channels=2, image_size=12, timesteps=3, mean=0.0, std=1.0))
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(8, 3, 2, 12, 12))
+    model.eval()
+    engine = Engine.load(export_model(model, tmp_path / "m.reverb"))
+    frames = (rng.random((4, 3, 2, 12, 12)) < 0.2).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(frames)).numpy()
+    for i in range(len(frames)):
+        np.testing.assert_allclose(engine.predict_frames(frames[i]), expected[i], rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_frame_sequence_wrong_length_rejected():
+    model = build_convnet(ConvNetConfig(channels=(4, 4, 4), in_channels=2, image_size=12, timesteps=3, mean=0.0, std=1.0))
+    with pytest.raises(ValueError, match="2 frames per sample, but the network runs 3 timesteps"):
+        model(torch.rand(1, 2, 2, 12, 12))
