@@ -51,6 +51,8 @@ setup(
             "pytest-benchmark>=4.0",
             "safetensors>=0.4",
             "mlxtend>=0.23",
+            # tonic is the reference that the event binning and filters are compared with.
+            "tonic>=1.7",
         ],
     },
     entry_points={"console_scripts": ["reverb-edge=reverb_edge.cli:main"]},

@@ -50,6 +50,21 @@ def binary_conv2d(
     return _affine(z, scale, bias)
 
 
+def binary_conv2d_events(
+    events, input_shape, weight_bits, scale, bias, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1
+):
+    """Twin of ``reverb_edge.kernels.binary_conv2d_events``: bin into a count frame, then convolve."""
+    from reverb_edge.kernels.events import event_coordinates
+
+    channel, y, x = event_coordinates("binary_conv2d_events", events, input_shape)
+    frame = np.zeros(input_shape, dtype=np.float32)
+    np.add.at(frame, (channel, y, x), 1.0)
+    return binary_conv2d(
+        frame, weight_bits, scale, bias, in_channels=input_shape[0], stride=stride, padding=padding,
+        dilation=dilation, groups=groups,
+    )
+
+
 def float_conv2d(
     x, weight, scale, bias, *, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1
 ):

@@ -7,6 +7,7 @@ signatures and input checks. Data is single-sample, channels-first float32.
 """
 
 from reverb_edge.kernels.conv import binary_conv2d, float_conv2d
+from reverb_edge.kernels.events import binary_conv2d_events
 from reverb_edge.kernels.linear import binary_linear, float_linear
 from reverb_edge.kernels.neuron import lif_step, residual_add
 from reverb_edge.kernels.pool import avg_pool2d, max_pool2d
@@ -14,6 +15,7 @@ from reverb_edge.kernels.pool import avg_pool2d, max_pool2d
 __all__ = [
     "avg_pool2d",
     "binary_conv2d",
+    "binary_conv2d_events",
     "binary_linear",
     "float_conv2d",
     "float_linear",
