@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from reverb_edge.bitpack import pack_signs
-from reverb_edge.errors import ConversionError
+from reverb_edge.errors import ConversionError, GraphError
 from reverb_edge.graph import Graph, InputSpec
 from reverb_edge.modelfile import save_model
 from reverb_edge.nodes import Add, AvgPool2d, Conv2d, Flatten, LIF, Linear, MaxPool2d, Node
@@ -45,6 +45,12 @@ SUPPORTED = (
     "BinaryConv2d, BinaryLinear, nn.Conv2d, nn.Linear (full precision), BatchNorm1d/2d directly after one "
     "of those, LIF, MaxPool2d, AvgPool2d, Flatten, Residual, Identity, Dropout"
 )
+
+
+EXACT_TYPES = {
+    BinaryConv2d, BinaryLinear, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, TorchLIF,
+    nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.Sequential, Residual,
+}
 
 
 @dataclass
@@ -166,6 +172,14 @@ class _Builder:
         return current
 
     def add_module(self, module: nn.Module, path: str, source: str | None) -> str | None:
+        if type(module) not in EXACT_TYPES:
+            # A subclass may override forward(), so only the exact classes are known to compute
+            # what the engine computes.
+            raise ConversionError(
+                f"layer {path!r} ({type(module).__name__}) cannot run exactly in the engine; supported layers "
+                f"are {SUPPORTED} (exact classes, not subclasses). Replace it (for example ReLU with LIF) "
+                "or remove it, then retrain"
+            )
         inputs = (source,) if source is not None and source != self.last else ()
         if source is None and self.nodes:
             inputs = ("input",)
@@ -275,14 +289,20 @@ def to_graph(model: ReverbNet) -> tuple[Graph, dict[str, np.ndarray]]:
     if not builder.nodes:
         raise ConversionError("the model has no layers")
     spec = model.input_spec
-    graph = Graph(
-        input=InputSpec(
+    missing = sorted({"shape", "mean", "std"} - set(spec))
+    if missing:
+        raise ConversionError(
+            f"the model's input_spec lacks {missing}; give ReverbNet an input_spec with shape (C, H, W), "
+            "mean and std per channel, and optionally invert and labels"
+        )
+    try:
+        input_spec = InputSpec(
             shape=tuple(spec["shape"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
             invert=bool(spec.get("invert", False)), labels=tuple(spec.get("labels", ())),
-        ),
-        nodes=tuple(builder.nodes),
-        timesteps=model.timesteps,
-    )
+        )
+        graph = Graph(input=input_spec, nodes=tuple(builder.nodes), timesteps=model.timesteps)
+    except GraphError as err:
+        raise ConversionError(f"the converted graph is invalid: {err}") from err
     return graph, builder.tensors
 
 

@@ -13,7 +13,6 @@ Linear layers) and runs it for T timesteps:
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -198,10 +197,16 @@ def load_checkpoint(path: str | Path) -> tuple[ReverbNet, ConvNetConfig, dict[st
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise ConversionError(f"{path} is a folder, not a checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise ConversionError(f"{path} could not be read as a PyTorch checkpoint: {err}") from err
+    except Exception as err:  # torch.load raises many types for foreign or damaged files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConversionError(
+            f"{path} is not a reverb-edge checkpoint: PyTorch could not load it with weights_only=True "
+            f"({reason}); pass a checkpoint written by `reverb-edge train`"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ConversionError(
             f"{path} is not a reverb-edge checkpoint (no format={CHECKPOINT_FORMAT!r} entry); "
@@ -212,8 +217,14 @@ def load_checkpoint(path: str | Path) -> tuple[ReverbNet, ConvNetConfig, dict[st
             f"{path} has checkpoint version {payload.get('version')!r}; this reverb-edge reads "
             f"version {CHECKPOINT_VERSION}"
         )
-    config = ConvNetConfig.from_dict(payload["arch"])
-    model = build_convnet(config)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        config = ConvNetConfig.from_dict(payload["arch"])
+        model = build_convnet(config)
+        model.load_state_dict(payload["state_dict"])
+        extra = dict(payload.get("extra") or {})
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ConversionError(
+            f"{path} is a damaged reverb-edge checkpoint: {type(err).__name__}: {err}; retrain or restore it"
+        ) from err
     model.eval()
-    return model, config, dict(payload.get("extra", {}))
+    return model, config, extra

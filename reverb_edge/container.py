@@ -191,6 +191,20 @@ class Container:
 # Writing
 
 
+def _writable_target(path: Path) -> Path:
+    """Return the regular file that a write to ``path`` replaces, following symbolic links.
+
+    Writing replaces the file by rename, which would turn a device such as
+    /dev/null into a regular file, so anything but a regular file is rejected.
+    """
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        raise ModelFileError(f"{path} exists and is not a regular file; choose another output path")
+    if not target.parent.is_dir():
+        raise ModelFileError(f"cannot write {path}: folder {target.parent} does not exist; create it first")
+    return target
+
+
 def write_container(
     path: os.PathLike | str,
     tensors: Mapping[str, np.ndarray],
@@ -212,7 +226,7 @@ def write_container(
         ModelFileError: a tensor name, tensor or metadata entry is invalid,
             or the file cannot be written.
     """
-    path = Path(path)
+    path = _writable_target(Path(path))
     arrays = _check_tensors(path, tensors)
     metadata = _check_metadata_to_write(path, metadata)
 

@@ -10,6 +10,8 @@ Numba kernels release the GIL, so engines in different threads run in parallel.
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import kernels, reference
-from .errors import InputError
+from .errors import InputError, ReverbError
 from .graph import Graph, InputSpec
 from .modelfile import Model, load_model, validate_tensors
 from .nodes import LIF, Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Node
@@ -141,6 +143,7 @@ class Engine:
             node.name: np.zeros(graph.shapes[node.name], dtype=np.float32) for node in graph.nodes if node.stateful
         }
         self._spike_buffers = {name: np.empty_like(u) for name, u in self._membranes.items()}
+        self._busy = threading.Lock()
         self.stats: dict[str, LayerStats] = {}
         self.reset_stats()
 
@@ -200,8 +203,11 @@ class Engine:
                 f"input has shape {array.shape}, but the model expects {self.input_spec.shape} (C, H, W); "
                 "use Engine.preprocess for images, or predict_batch for a batch"
             )
-        if array.dtype.kind not in "fiub":
-            raise InputError(f"input dtype {array.dtype} is not numeric")
+        if array.dtype.kind != "f":
+            raise InputError(
+                f"input has dtype {array.dtype}, but the engine expects the normalised float input; "
+                "turn images into it with engine.preprocess(image)"
+            )
         array = np.ascontiguousarray(array, dtype=np.float32)
         if not np.isfinite(array).all():
             raise InputError("input contains NaN or infinity")
@@ -239,9 +245,31 @@ class Engine:
                 record.setdefault(name, []).append(values[name].copy())
         return values[graph.output_name]
 
+    @contextmanager
+    def _exclusive(self):
+        """Raise instead of letting two threads mix their membrane potentials in one engine."""
+        if not self._busy.acquire(blocking=False):
+            raise ReverbError(
+                "this Engine is already running in another thread; give each thread its own engine.clone()"
+            )
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    def _finite_scores(self, scores: np.ndarray) -> np.ndarray:
+        if not np.isfinite(scores).all():
+            raise InputError(
+                "the class scores are not finite: the input is too large for float32 arithmetic; "
+                "normalise it as the model's input spec says (engine.preprocess does)"
+            )
+        return scores
+
     def step(self, x: np.ndarray) -> np.ndarray:
         """Run one timestep on input ``x`` (C, H, W), keeping the membrane state; return the readout."""
-        return self._run(self._check_input(x), None).copy()
+        x = self._check_input(x)
+        with self._exclusive():
+            return self._finite_scores(self._run(x, None).copy())
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Reset, run T timesteps on ``x`` (direct encoding) and return the mean readout (class scores).
@@ -250,13 +278,14 @@ class Engine:
         they run once and their output is reused.
         """
         x = self._check_input(x)
-        self.reset()
-        cache: dict[str, np.ndarray] = {}
-        total = None
-        for _ in range(self.timesteps):
-            out = self._run(x, cache)
-            total = out.astype(np.float32, copy=True) if total is None else total + out
-        return total / np.float32(self.timesteps)
+        with self._exclusive():
+            self.reset()
+            cache: dict[str, np.ndarray] = {}
+            total = None
+            for _ in range(self.timesteps):
+                out = self._run(x, cache)
+                total = out.astype(np.float32, copy=True) if total is None else total + out
+            return self._finite_scores(total / np.float32(self.timesteps))
 
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """Reset, run one timestep per frame of ``frames`` (T, C, H, W), return the mean readout.
@@ -269,12 +298,14 @@ class Engine:
             raise InputError(
                 f"frames have shape {frames.shape}, expected (T, {', '.join(map(str, self.input_spec.shape))}) with T >= 1"
             )
-        self.reset()
-        total = None
-        for frame in frames:
-            out = self._run(self._check_input(frame), None)
-            total = out.astype(np.float32, copy=True) if total is None else total + out
-        return total / np.float32(len(frames))
+        checked = [self._check_input(frame) for frame in frames]
+        with self._exclusive():
+            self.reset()
+            total = None
+            for frame in checked:
+                out = self._run(frame, None)
+                total = out.astype(np.float32, copy=True) if total is None else total + out
+            return self._finite_scores(total / np.float32(len(frames)))
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run T timesteps from reset like :meth:`predict` and return every node's outputs.
@@ -283,11 +314,12 @@ class Engine:
         spikes of each LIF node; it is meant for debugging and parity checks.
         """
         x = self._check_input(x)
-        self.reset()
-        record: dict[str, list] = {}
-        for _ in range(self.timesteps):
-            self._run(x, None, record)
-        return {name: np.stack(outputs) for name, outputs in record.items()}
+        with self._exclusive():
+            self.reset()
+            record: dict[str, list] = {}
+            for _ in range(self.timesteps):
+                self._run(x, None, record)
+            return {name: np.stack(outputs) for name, outputs in record.items()}
 
     def predict_batch(self, xs: Iterable[np.ndarray] | np.ndarray, progress: bool = False) -> np.ndarray:
         """Return class scores (N, classes) for a batch of inputs (N, C, H, W), one sample at a time."""

@@ -12,6 +12,8 @@ from .nodes import MAX_ELEMENTS, MAX_NODES, NODE_TYPES, Node
 
 READOUTS = ("mean",)
 MAX_TIMESTEPS = 10_000
+MAX_NORMALISATION = 1e6
+MIN_STD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,11 @@ class InputSpec:
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
                 raise GraphError(f"input {field_name} must be finite numbers, got {values!r}")
             object.__setattr__(self, field_name, tuple(float(v) for v in values))
-        if any(v <= 0 for v in self.std):
-            raise GraphError(f"input std must be > 0, got {self.std!r}")
+        # Bounds keep (x - mean) / std finite in float32 for any pixel value.
+        if any(abs(v) > MAX_NORMALISATION for v in self.mean):
+            raise GraphError(f"input mean must be within ±{MAX_NORMALISATION:g}, got {self.mean!r}")
+        if any(not MIN_STD <= v <= MAX_NORMALISATION for v in self.std):
+            raise GraphError(f"input std must be in [{MIN_STD:g}, {MAX_NORMALISATION:g}], got {self.std!r}")
 
         if not isinstance(self.invert, bool):
             raise GraphError(f"input invert must be true or false, got {self.invert!r}")

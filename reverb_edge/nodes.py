@@ -41,14 +41,14 @@ MAX_DIMENSION = 1 << 20
 MAX_ELEMENTS = 1 << 26
 
 
-def _pair(value: Any, field_name: str, node: str) -> tuple[int, int]:
+def _pair(value: Any, field_name: str, node: str, minimum: int = 1) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     try:
         first, second = value
     except (TypeError, ValueError):
         raise GraphError(f"node {node!r}: {field_name} must be an int or a pair of ints, got {value!r}") from None
-    return _positive_int(first, field_name, node, minimum=0), _positive_int(second, field_name, node, minimum=0)
+    return _positive_int(first, field_name, node, minimum=minimum), _positive_int(second, field_name, node, minimum=minimum)
 
 
 def _quad(value: Any, field_name: str, node: str) -> tuple[int, int, int, int]:
@@ -75,9 +75,15 @@ def _positive_int(value: Any, field_name: str, node: str, minimum: int = 1) -> i
     return value
 
 
+# Neuron constants stay far inside float32 range, so charging never overflows.
+MAX_NEURON_CONSTANT = 1e30
+
+
 def _finite(value: Any, field_name: str, node: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise GraphError(f"node {node!r}: {field_name} must be a finite number, got {value!r}")
+    if abs(value) > MAX_NEURON_CONSTANT:
+        raise GraphError(f"node {node!r}: {field_name} must be within ±{MAX_NEURON_CONSTANT:g}, got {value!r}")
     return float(value)
 
 

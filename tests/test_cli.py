@@ -164,3 +164,35 @@ def test_cli_convert_rejects_non_checkpoint(tmp_path):
     result = run("convert", bogus, "-o", tmp_path / "out.reverb")
     assert result.exit_code == 1
     assert not (tmp_path / "out.reverb").exists()
+
+
+def test_cli_predict_skips_bad_file(tmp_path, sample_digits):
+    images, labels = sample_digits
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = run("predict", "mnist", tmp_path, "--json")
+    assert result.exit_code == 1
+    predictions = json.loads(result.stdout)["predictions"]
+    assert predictions[0]["label"] == str(labels[0])
+    assert "error" in predictions[1]
+    assert "1 of 2 images could not be classified" in result.output
+
+
+def test_cli_eval_sample_rejects_data_option(tmp_path):
+    result = run("eval", "mnist", "--dataset", "mnist-sample", "--data", tmp_path)
+    assert result.exit_code == 2
+    assert "--data does not apply" in result.output
+
+
+def test_cli_train_checks_output_folder_first(tmp_path, mnist_dir):
+    pytest.importorskip("torch")
+    result = run("train", "--data", mnist_dir, "-o", tmp_path / "missing" / "x.pt", "--epochs", "1")
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_cli_convert_onto_device_rejected(tmp_path):
+    pytest.importorskip("torch")
+    result = run("convert", "mnist", "-o", "/dev/null", "--verify", "0")
+    assert result.exit_code == 1
+    assert "not a regular file" in result.output

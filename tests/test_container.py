@@ -622,3 +622,32 @@ def test_random_corruption(tmp_path, data):
         for name, array in model.tensors.items():
             assert loaded[name].tobytes() == array.tobytes()
             assert loaded[name].shape == array.shape
+
+
+def test_write_rejects_non_regular_target(tmp_path):
+    import numpy as np
+
+    from reverb_edge.container import write_container
+    from reverb_edge.errors import ModelFileError
+
+    folder = tmp_path / "folder.reverb"
+    folder.mkdir()
+    with pytest.raises(ModelFileError, match="is not a regular file"):
+        write_container(folder, {"w": np.zeros(2, np.float32)}, {})
+    with pytest.raises(ModelFileError, match="is not a regular file"):
+        write_container("/dev/null", {"w": np.zeros(2, np.float32)}, {})
+
+
+def test_write_follows_symlink(tmp_path):
+    import numpy as np
+
+    from reverb_edge.container import read_container, write_container
+
+    target = tmp_path / "real.reverb"
+    write_container(target, {"w": np.zeros(2, np.float32)}, {})
+    link = tmp_path / "link.reverb"
+    link.symlink_to(target)
+    write_container(link, {"w": np.ones(3, np.float32)}, {})
+    assert link.is_symlink()
+    with read_container(target) as container:
+        assert container.tensors["w"].shape == (3,)

@@ -179,3 +179,27 @@ def test_engine_predict_frames_rejects_single_frame(every_node_path):
     engine = Engine.load(every_node_path)
     with pytest.raises(InputError, match="expected \\(T, 3, 12, 11\\)"):
         engine.predict_frames(np.zeros((3, 12, 11), np.float32))
+
+
+def test_engine_rejects_integer_pixels(mnist_like_path):
+    engine = Engine.load(mnist_like_path)
+    with pytest.raises(InputError, match="dtype uint8.*engine.preprocess"):
+        engine.predict(np.full((1, 28, 28), 255, np.uint8))
+
+
+def test_engine_rejects_overflowing_input(mnist_like_path):
+    engine = Engine.load(mnist_like_path)
+    with pytest.raises(InputError, match="not finite"):
+        engine.predict(np.full((1, 28, 28), 1e38, np.float32))
+
+
+def test_engine_rejects_concurrent_use(mnist_like_path, rng):
+    from reverb_edge import ReverbError
+
+    engine = Engine.load(mnist_like_path)
+    x = _inputs(engine, rng, 1)[0]
+    # Holding the engine as another thread would, mid-prediction, makes the outcome deterministic.
+    with engine._exclusive():
+        with pytest.raises(ReverbError, match="engine.clone\\(\\)"):
+            engine.predict(x)
+    assert engine.predict(x).shape == (10,)

@@ -158,7 +158,7 @@ def test_input_spec_rejects_wrong_channel_count():
 
 
 def test_input_spec_rejects_zero_std():
-    with pytest.raises(GraphError, match="std must be > 0"):
+    with pytest.raises(GraphError, match="std must be in"):
         InputSpec((1, 8, 8), (0.5,), (0.0,))
 
 
@@ -191,3 +191,13 @@ def test_graph_from_json_rejects_duplicate_keys():
 def test_input_spec_rejects_huge_input():
     with pytest.raises(GraphError, match="more than"):
         InputSpec((1, 46340, 46340), (0.0,), (1.0,))
+
+
+def test_input_spec_rejects_huge_mean():
+    with pytest.raises(GraphError, match="mean must be within"):
+        InputSpec((1, 8, 8), (1e308,), (1.0,))
+
+
+def test_lif_rejects_threshold_beyond_float32():
+    with pytest.raises(GraphError, match="threshold must be within"):
+        LIF("big", threshold=1e39)

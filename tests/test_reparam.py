@@ -209,3 +209,74 @@ def test_frame_sequence_wrong_length_rejected():
     model = build_convnet(ConvNetConfig(channels=(4, 4, 4), in_channels=2, image_size=12, timesteps=3, mean=0.0, std=1.0))
     with pytest.raises(ValueError, match="2 frames per sample, but the network runs 3 timesteps"):
         model(torch.rand(1, 2, 2, 12, 12))
+
+
+def test_subclass_with_own_forward_rejected(tmp_path):
+    class ScaledConv(nn.Conv2d):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    layers = nn.Sequential(ScaledConv(1, 2, 3, padding=1), LIF(), nn.Flatten(), BinaryLinear(2 * 16, 2))
+    with pytest.raises(ConversionError, match="'layers.0' \\(ScaledConv\\).*not subclasses"):
+        export_model(ReverbNet(layers, 1, _spec(1, 4, 2)), tmp_path / "m.reverb")
+
+
+def test_convert_output_equal_to_source_rejected(tmp_path):
+    from reverb_edge.converters.convert import convert_source
+
+    config = ConvNetConfig(channels=(4, 4, 8))
+    checkpoint = tmp_path / "net.pt"
+    save_checkpoint(checkpoint, build_convnet(config), config)
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    with pytest.raises(ConversionError, match="is the source checkpoint"):
+        convert_source(str(checkpoint), checkpoint)
+    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda p: p.pop("arch"), "damaged reverb-edge checkpoint: KeyError"),
+        (lambda p: p["arch"].update(bogus=1), "unknown ConvNetConfig fields"),
+        (lambda p: p["state_dict"].pop("layers.12.alpha"), "Missing key"),
+        (lambda p: p.update(arch=None), "damaged reverb-edge checkpoint"),
+    ],
+)
+def test_damaged_checkpoint_rejected(tmp_path, damage, fragment):
+    from reverb_edge.converters.model import load_checkpoint
+
+    config = ConvNetConfig(channels=(4, 4, 8))
+    checkpoint = tmp_path / "net.pt"
+    save_checkpoint(checkpoint, build_convnet(config), config)
+    payload = torch.load(checkpoint, weights_only=True)
+    damage(payload)
+    torch.save(payload, checkpoint)
+    with pytest.raises(ConversionError, match=fragment):
+        load_checkpoint(checkpoint)
+
+
+def test_foreign_file_rejected_as_checkpoint(tmp_path):
+    from reverb_edge.converters.model import load_checkpoint
+
+    foreign = tmp_path / "notes.pt"
+    foreign.write_text("hello")
+    with pytest.raises(ConversionError, match="is not a reverb-edge checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_convert_module_from_current_folder(tmp_path, monkeypatch):
+    from reverb_edge.converters.convert import convert_source
+
+    (tmp_path / "user_models_for_test.py").write_text(
+        "from reverb_edge.converters import ConvNetConfig, build_convnet\n"
+        "def small():\n"
+        "    return build_convnet(ConvNetConfig(channels=(4, 4, 8)))\n"
+        "def broken():\n"
+        "    raise RuntimeError('no weights here')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    convert_source("user_models_for_test:small", tmp_path / "small.reverb")
+    assert Engine.load(tmp_path / "small.reverb").timesteps == 2
+    with pytest.raises(ConversionError, match="RuntimeError: no weights here"):
+        convert_source("user_models_for_test:broken", tmp_path / "broken.reverb")
+    assert not (tmp_path / "broken.reverb").exists()

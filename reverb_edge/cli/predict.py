@@ -35,23 +35,39 @@ def predict_command(model, images, top, backend, as_json):
     try:
         engine = Engine.load(model, backend=backend)
         paths = list_images(images)
-        results = []
-        for path in paths:
-            scores = engine.predict(engine.preprocess(load_image(path)))
-            probabilities = softmax(scores.astype(np.float64))
-            order = np.argsort(-scores, kind="stable")[:top]
-            results.append({
-                "path": str(path),
-                "label": engine.labels[int(order[0])],
-                "confidence": float(probabilities[order[0]]),
-                "top": [{"label": engine.labels[int(i)], "probability": float(probabilities[i]), "score": float(scores[i])} for i in order],
-            })
     except ReverbError as err:
         raise fail(err) from err
 
+    results = []
+    failures = 0
+    for path in paths:
+        try:
+            scores = engine.predict(engine.preprocess(load_image(path)))
+        except ReverbError as err:
+            # One unreadable file must not hide the results of the others.
+            failures += 1
+            results.append({"path": str(path), "error": str(err)})
+            if not as_json:
+                click.echo(f"{path}: skipped: {err}", err=True)
+            continue
+
+        probabilities = softmax(scores.astype(np.float64))
+        order = np.argsort(-scores, kind="stable")[:top]
+        result = {
+            "path": str(path),
+            "label": engine.labels[int(order[0])],
+            "confidence": float(probabilities[order[0]]),
+            "top": [
+                {"label": engine.labels[int(i)], "probability": float(probabilities[i]), "score": float(scores[i])}
+                for i in order
+            ],
+        }
+        results.append(result)
+        if not as_json:
+            ranked = ", ".join(f"{item['label']} ({item['probability']:.3f})" for item in result["top"])
+            click.echo(f"{path}: {ranked}")
+
     if as_json:
         echo_json({"model": str(engine.model.path), "predictions": results})
-        return
-    for result in results:
-        ranked = ", ".join(f"{item['label']} ({item['probability']:.3f})" for item in result["top"])
-        click.echo(f"{result['path']}: {ranked}")
+    if failures:
+        raise click.ClickException(f"{failures} of {len(paths)} images could not be classified")

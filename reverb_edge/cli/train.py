@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import ReverbError
+from ..graph import MAX_TIMESTEPS
 from . import main
 from .options import default_data_dir, echo_json, fail, json_option, require_torch
 
@@ -21,7 +22,8 @@ from .options import default_data_dir, echo_json, fail, json_option, require_tor
 @click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate of the one-cycle schedule (Adam).")
-@click.option("--timesteps", type=click.IntRange(min=1), default=2, show_default=True, help="T, timesteps per inference.")
+@click.option("--timesteps", type=click.IntRange(min=1, max=MAX_TIMESTEPS), default=2, show_default=True,
+              help="T, timesteps per inference.")
 @click.option("--channels", default="32,32,64", show_default=True, help="Output channels of the three convolutions.")
 @click.option("--tau", type=float, default=0.25, show_default=True, help="Membrane decay constant τ.")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Firing threshold θ.")
@@ -44,6 +46,9 @@ def train_command(data, output, convert_to, epochs, batch_size, lr, timesteps, c
                   seed, threads, as_json):
     """Train a ReverB-SNN on MNIST and save a checkpoint (needs the torch extra)."""
     require_torch()
+    for option, path in (("--output", output), ("--convert", convert_to)):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise click.BadParameter(f"folder {path.resolve().parent} does not exist; create it first", param_hint=option)
     from ..converters.export import export_model
     from ..converters.model import ConvNetConfig
     from ..converters.train import train
