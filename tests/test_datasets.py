@@ -282,14 +282,22 @@ def test_load_mnist_missing_folder(tmp_path):
         load_mnist(folder)
     message = str(error.value)
     assert str(folder) in message
-    assert "--data DIR" in message
-    assert "REVERB_DATA" in message
+    assert "pass --data DIR (the folder with the IDX files)" in message
+    assert "set REVERB_DATA to the data root that contains mnist/" in message
 
 
 def test_load_mnist_missing_files(tmp_path):
     with pytest.raises(InputError, match="t10k-images-idx3-ubyte") as error:
         load_mnist(tmp_path)
-    assert "REVERB_DATA" in str(error.value)
+    message = str(error.value)
+    assert "pass --data DIR (the folder with the IDX files)" in message
+    assert "set REVERB_DATA to the data root that contains mnist/" in message
+
+
+def test_load_fashion_mnist_hint_names_subfolder(tmp_path):
+    with pytest.raises(InputError, match="Fashion-MNIST test files") as error:
+        load_mnist(tmp_path, kind="fashion-mnist")
+    assert "set REVERB_DATA to the data root that contains fashion-mnist/" in str(error.value)
 
 
 def test_load_mnist_count_mismatch(tmp_path, rng):

