@@ -30,7 +30,9 @@ def predict_command(model, images, top, backend, as_json):
 
     Each image is converted as the model's input spec specifies: grayscale or RGB,
     inverted when it is dark ink on a light background and the model expects
-    the opposite, fitted into the input size, normalised.
+    the opposite, contrast-stretched so the paper becomes black (for such
+    models), fitted into the input size, normalised. A file that cannot be read
+    is reported and skipped, and the exit status is then 1.
     """
     try:
         engine = Engine.load(model, backend=backend)
