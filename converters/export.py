@@ -31,7 +31,7 @@ from torch import nn
 
 from reverb_edge.bitpack import pack_signs
 from reverb_edge.errors import ConversionError, GraphError
-from reverb_edge.graph import Graph, InputSpec
+from reverb_edge.graph import EventEncoding, Graph, InputSpec
 from reverb_edge.modelfile import save_model
 from reverb_edge.nodes import Add, AvgPool2d, Conv2d, Flatten, LIF, Linear, MaxPool2d, Node
 
@@ -299,6 +299,7 @@ def to_graph(model: ReverbNet) -> tuple[Graph, dict[str, np.ndarray]]:
         input_spec = InputSpec(
             shape=tuple(spec["shape"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
             invert=bool(spec.get("invert", False)), labels=tuple(spec.get("labels", ())),
+            events=EventEncoding.from_dict(spec["events"]) if spec.get("events") is not None else None,
         )
         graph = Graph(input=input_spec, nodes=tuple(builder.nodes), timesteps=model.timesteps)
     except GraphError as err:

@@ -121,6 +121,7 @@ class ConvNetConfig:
     std: float = MNIST_STD
     labels: tuple[str, ...] = tuple(str(d) for d in range(10))
     name: str = "convnet"
+    event_window_us: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,9 +172,17 @@ def build_convnet(config: ConvNetConfig) -> ReverbNet:
         "shape": [config.in_channels, config.image_size, config.image_size],
         "mean": [config.mean] * config.in_channels,
         "std": [config.std] * config.in_channels,
-        "invert": True,
+        "invert": config.event_window_us is None,
         "labels": list(config.labels),
     }
+    if config.event_window_us is not None:
+        # One frame of OFF/ON event counts per timestep, from a square sensor of image_size pixels.
+        input_spec["events"] = {
+            "sensor_size": [config.image_size, config.image_size, config.in_channels],
+            "n_time_bins": config.timesteps,
+            "window_us": config.event_window_us,
+            "polarity_channels": config.in_channels == 2,
+        }
     return ReverbNet(layers, config.timesteps, input_spec)
 
 

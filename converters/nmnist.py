@@ -13,7 +13,6 @@ Accuracy is reported separately on the real test and training recordings.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from reverb_edge.datasets import load_mnist
 from reverb_edge.events.frames import to_frames
-from reverb_edge.events.readers import read_events
+from reverb_edge.events.nmnist import load_nmnist
 from reverb_edge.events.simulator import SaccadeSimulator, simulate_saccades
 
 from .model import ConvNetConfig, build_convnet, save_checkpoint
@@ -35,6 +34,8 @@ from .model import ConvNetConfig, build_convnet, save_checkpoint
 logger = logging.getLogger(__name__)
 
 SENSOR_SIZE = (34, 34, 2)
+# Each N-MNIST recording is three saccades of about 100 ms.
+RECORDING_US = 300_000
 
 
 def bin_recording(events: np.ndarray, timesteps: int) -> np.ndarray:
@@ -61,22 +62,9 @@ def simulate_dataset(images: np.ndarray, timesteps: int, seed: int, workers: int
 
 
 def load_real_split(folder: str | Path, split: str, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read the real recordings of one split listed in ``index.csv``; return frames and labels."""
-    folder = Path(folder)
-    index = folder / "index.csv"
-    if not index.is_file():
-        raise FileNotFoundError(f"N-MNIST index not found: {index}; pass the folder that holds index.csv")
-    frames, labels = [], []
-    with index.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["split"].lower() != split:
-                continue
-            recording = read_events(folder / row["path"], format="nmnist", sensor_size=SENSOR_SIZE)
-            frames.append(bin_recording(recording.events, timesteps))
-            labels.append(int(row["label"]))
-    if not frames:
-        raise FileNotFoundError(f"no {split!r} recordings listed in {index}")
-    return np.stack(frames), np.asarray(labels, dtype=np.int64)
+    """Read and bin the real recordings of one split; return uint8 frames and labels."""
+    recordings, labels = load_nmnist(folder, split)
+    return np.stack([bin_recording(events, timesteps) for events in recordings]), labels
 
 
 @dataclass
@@ -135,10 +123,10 @@ def train_nmnist(
     labels = np.concatenate([sim_labels] + [real_train_labels] * real_repeats)
 
     config = ConvNetConfig(
-        channels=channels, timesteps=timesteps, in_channels=2, image_size=34, mean=0.0, std=1.0, name="nmnist-convnet"
+        channels=channels, timesteps=timesteps, in_channels=2, image_size=34, mean=0.0, std=1.0,
+        name="nmnist-convnet", event_window_us=RECORDING_US,
     )
     model = build_convnet(config)
-    model.input_spec["invert"] = False
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     steps = (len(frames) + batch_size - 1) // batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=epochs * steps)

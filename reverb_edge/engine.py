@@ -307,6 +307,22 @@ class Engine:
                 total = out.astype(np.float32, copy=True) if total is None else total + out
             return self._finite_scores(total / np.float32(len(frames)))
 
+    def events_to_frames(self, events: np.ndarray) -> np.ndarray:
+        """Bin one window of events into the model's input frames (T, C, H, W), float32."""
+        from .events.frames import to_frames
+
+        encoding = self.input_spec.events
+        if encoding is None:
+            raise InputError("this model takes images, not events: its input spec has no event encoding")
+        return to_frames(
+            events, encoding.sensor_size, n_time_bins=encoding.n_time_bins,
+            polarity_channels=encoding.polarity_channels, dtype=np.float32,
+        )
+
+    def predict_events(self, events: np.ndarray) -> np.ndarray:
+        """Classify one window of events (a whole recording, or a slice of a stream)."""
+        return self.predict_frames(self.events_to_frames(events))
+
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run T timesteps from reset like :meth:`predict` and return every node's outputs.
 

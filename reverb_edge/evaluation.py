@@ -94,3 +94,20 @@ def evaluate(engine: Engine, images: np.ndarray, targets: np.ndarray, progress: 
     scores = engine.predict_batch(inputs, progress=progress)
     seconds = time.perf_counter() - started
     return EvalResult(engine.labels, targets, scores, seconds, engine.layer_stats())
+
+
+def evaluate_recordings(engine: Engine, recordings: list[np.ndarray], targets: np.ndarray, progress: bool = False) -> EvalResult:
+    """Classify each event recording with ``engine.predict_events`` and compare with ``targets``."""
+    from tqdm import tqdm
+
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(recordings) != len(targets):
+        raise InputError(f"{len(recordings)} recordings but {len(targets)} labels; they must be the same count")
+    engine.reset_stats()
+    started = time.perf_counter()
+    scores = np.stack([
+        engine.predict_events(events)
+        for events in tqdm(recordings, disable=not progress, unit="recording", desc="predict")
+    ]) if recordings else np.zeros((0, len(engine.labels)), np.float32)
+    seconds = time.perf_counter() - started
+    return EvalResult(engine.labels, targets, scores, seconds, engine.layer_stats())

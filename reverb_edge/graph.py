@@ -17,6 +17,53 @@ MIN_STD = 1e-6
 
 
 @dataclass(frozen=True)
+class EventEncoding:
+    """How DVS events become the network's input frames.
+
+    The events of one window (a whole recording, or ``window_us`` microseconds
+    of a stream) from a sensor of ``sensor_size`` (width, height, polarities)
+    are split into ``n_time_bins`` frames of equal duration between the first
+    and the last event, one per timestep (``to_frames(..., n_time_bins=...)``).
+    Each frame counts events per pixel, with OFF and ON in separate channels
+    when ``polarity_channels``.
+    """
+
+    sensor_size: tuple[int, int, int]
+    n_time_bins: int
+    window_us: int
+    polarity_channels: bool = True
+
+    def __post_init__(self) -> None:
+        size = tuple(self.sensor_size)
+        if len(size) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 65536 for d in size):
+            raise GraphError(f"event sensor_size must be (width, height, polarities) in [1, 65536], got {self.sensor_size!r}")
+        object.__setattr__(self, "sensor_size", size)
+        for field_name, upper in (("n_time_bins", MAX_TIMESTEPS), ("window_us", 3_600_000_000)):
+            value = getattr(self, field_name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= upper:
+                raise GraphError(f"event {field_name} must be an integer in [1, {upper}], got {value!r}")
+        if not isinstance(self.polarity_channels, bool):
+            raise GraphError(f"event polarity_channels must be true or false, got {self.polarity_channels!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sensor_size": list(self.sensor_size),
+            "n_time_bins": self.n_time_bins,
+            "window_us": self.window_us,
+            "polarity_channels": self.polarity_channels,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "EventEncoding":
+        expected = {"sensor_size", "n_time_bins", "window_us", "polarity_channels"}
+        if not isinstance(data, dict) or set(data) != expected:
+            raise GraphError(f"input events must be an object with exactly the fields {sorted(expected)}, got {data!r}")
+        if not isinstance(data["sensor_size"], list):
+            raise GraphError(f"event sensor_size must be a list, got {data['sensor_size']!r}")
+        return cls(tuple(data["sensor_size"]), data["n_time_bins"], data["window_us"], data["polarity_channels"])
+
+
+@dataclass(frozen=True)
 class InputSpec:
     """What the network expects as input, and how to make it from an image.
 
@@ -26,6 +73,7 @@ class InputSpec:
         invert: True when the network was trained on light strokes on a dark
             background (like MNIST); preprocessing then inverts dark-on-light photos.
         labels: one class name per output of the readout.
+        events: for DVS models, how events become input frames (None for images).
     """
 
     shape: tuple[int, int, int]
@@ -33,6 +81,7 @@ class InputSpec:
     std: tuple[float, ...]
     invert: bool = False
     labels: tuple[str, ...] = ()
+    events: EventEncoding | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(self.shape)
@@ -63,14 +112,28 @@ class InputSpec:
             raise GraphError(f"input labels must be strings, got {labels!r}")
         object.__setattr__(self, "labels", labels)
 
+        if self.events is not None:
+            if not isinstance(self.events, EventEncoding):
+                raise GraphError(f"input events must be an EventEncoding, got {type(self.events).__name__}")
+            width, height, polarities = self.events.sensor_size
+            channels = polarities if self.events.polarity_channels else 1
+            if shape != (channels, height, width):
+                raise GraphError(
+                    f"input shape {shape} does not match the event frames ({channels}, {height}, {width}) "
+                    f"of sensor {self.events.sensor_size}"
+                )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "shape": list(self.shape),
             "mean": list(self.mean),
             "std": list(self.std),
             "invert": self.invert,
             "labels": list(self.labels),
         }
+        if self.events is not None:
+            data["events"] = self.events.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "InputSpec":
@@ -78,13 +141,16 @@ class InputSpec:
             raise GraphError(f"input spec must be an object, got {type(data).__name__}")
         expected = {"shape", "mean", "std", "invert", "labels"}
         missing = expected - set(data)
-        unknown = set(data) - expected
+        unknown = set(data) - expected - {"events"}
         if missing or unknown:
             raise GraphError(f"input spec: missing fields {sorted(missing)}, unknown fields {sorted(unknown)}")
         for field_name in ("shape", "mean", "std", "labels"):
             if not isinstance(data[field_name], list):
                 raise GraphError(f"input spec field {field_name!r} must be a list, got {data[field_name]!r}")
-        return cls(tuple(data["shape"]), tuple(data["mean"]), tuple(data["std"]), data["invert"], tuple(data["labels"]))
+        events = EventEncoding.from_dict(data["events"]) if "events" in data else None
+        return cls(
+            tuple(data["shape"]), tuple(data["mean"]), tuple(data["std"]), data["invert"], tuple(data["labels"]), events
+        )
 
 
 @dataclass(frozen=True)

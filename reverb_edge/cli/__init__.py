@@ -19,6 +19,6 @@ def main(verbose: int, quiet: int) -> None:
     logging.basicConfig(level=max(logging.DEBUG, min(level, logging.CRITICAL)), format="%(levelname)s %(name)s: %(message)s")
 
 
-from . import convert, evaluate, info, predict, train, train_nmnist  # noqa: E402  (subcommands register on main)
+from . import convert, dvs, evaluate, info, predict, train, train_nmnist  # noqa: E402  (subcommands register on main)
 
 __all__ = ["main"]

