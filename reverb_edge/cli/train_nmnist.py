@@ -23,7 +23,7 @@ from .options import default_data_dir, echo_json, fail, json_option, require_tor
               help="Also convert the trained network to this .reverb file.")
 @click.option("--simulated", type=click.IntRange(min=1), default=16_000, show_default=True,
               help="How many MNIST training digits to turn into simulated recordings.")
-@click.option("--real-repeats", type=click.IntRange(min=0), default=4, show_default=True,
+@click.option("--real-repeats", type=click.IntRange(min=0), default=8, show_default=True,
               help="How often each real training recording appears per epoch.")
 @click.option("--timesteps", type=click.IntRange(min=1, max=MAX_TIMESTEPS), default=6, show_default=True,
               help="T: each recording is binned into T frames of equal duration.")

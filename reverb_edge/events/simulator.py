@@ -10,7 +10,7 @@ DVS pixel array:
 - Each pixel compares its log intensity L = log(I / 255 + eps) with the
   level at its last event. When L has risen by the pixel's contrast threshold
   C (or more), it emits ON events, one per multiple of C, and moves its
-  reference level by that many thresholds; a fall gives OFF events.
+  reference level by that many thresholds. A fall gives OFF events.
 - C varies from pixel to pixel (Gaussian, ``threshold_sigma``), as sensor
   mismatch does, and a Poisson background of noise events is added.
 - The motion follows a raised-cosine velocity profile within each saccade,
@@ -84,7 +84,9 @@ def _positions(config: SaccadeSimulator, scale: float) -> np.ndarray:
     phase = (1.0 - np.cos(np.pi * np.arange(1, steps + 1) / steps)) / 2.0
     points = np.asarray(config.path, dtype=np.float64) * scale
     segments = [points[i] + (points[i + 1] - points[i]) * phase[:, None] for i in range(len(points) - 1)]
-    return np.concatenate(segments)
+    positions = np.concatenate(segments)
+    # Centre the motion on the sensor: in real recordings the events' mean position is the centre.
+    return positions - positions.mean(axis=0)
 
 
 def _shifted(canvas: np.ndarray, dx: float, dy: float) -> np.ndarray:
