@@ -319,9 +319,56 @@ class Engine:
             polarity_channels=encoding.polarity_channels, dtype=np.float32,
         )
 
-    def predict_events(self, events: np.ndarray) -> np.ndarray:
-        """Classify one window of events (a whole recording, or a slice of a stream)."""
-        return self.predict_frames(self.events_to_frames(events))
+    def _event_driven_node(self) -> Conv2d | None:
+        """Return the binary convolution that alone reads the input, which events can feed directly."""
+        first = self.graph.nodes[0]
+        readers = [node for node in self.graph.nodes if "input" in self.graph.sources[node.name]]
+        if readers == [first] and isinstance(first, Conv2d) and first.weight_format == "binary":
+            return first
+        return None
+
+    def predict_events(self, events: np.ndarray, event_driven: bool | None = None) -> np.ndarray:
+        """Classify one window of events (a whole recording, or a slice of a stream).
+
+        With ``event_driven`` (the default where the model allows it: a binary
+        convolution is the only reader of the input), each timestep's events
+        scatter their ±1 kernels straight into the first layer, with no frame
+        built; the result equals the frame path. False always builds frames.
+        """
+        node = self._event_driven_node()
+        if event_driven is None:
+            event_driven = node is not None
+        if not event_driven:
+            return self.predict_frames(self.events_to_frames(events))
+        if node is None:
+            raise InputError(
+                "this model cannot take events directly: its input must feed a single binary convolution"
+            )
+
+        from .events.frames import time_bin_ranges
+
+        frames = self.events_to_frames(events)  # validates the events; cheap next to the network
+        encoding = self.input_spec.events
+        lo, hi = time_bin_ranges(events, encoding.n_time_bins)
+        weight = self.model.tensors[f"{node.name}.weight"]
+        scale = self.model.tensors[f"{node.name}.scale"]
+        bias = self.model.tensors[f"{node.name}.bias"]
+        placeholder = np.zeros(self.input_spec.shape, np.float32)
+        with self._exclusive():
+            self.reset()
+            total = None
+            for k in range(len(frames)):
+                current = self._kernels.binary_conv2d_events(
+                    events[lo[k]:hi[k]], self.input_spec.shape, weight, scale, bias,
+                    stride=node.stride, padding=node.padding, dilation=node.dilation, groups=node.groups,
+                )
+                stats = self.stats[node.name]
+                stats.timesteps += 1
+                stats.inputs += placeholder.size
+                stats.input_events += int(hi[k] - lo[k])
+                out = self._run(placeholder, {node.name: current})
+                total = out.astype(np.float32, copy=True) if total is None else total + out
+            return self._finite_scores(total / np.float32(len(frames)))
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run T timesteps from reset like :meth:`predict` and return every node's outputs.

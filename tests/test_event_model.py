@@ -82,3 +82,44 @@ def test_eval_nmnist_real_recordings_with_torch(dvs_model, nmnist_dir):
     assert summary["n"] == 30
     assert summary["agreement_with_torch"] == 1.0
     assert summary["max_abs_logit_difference"] < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_event_driven_first_layer_equals_frame_path(dvs_model, rng, backend):
+    _, path, _ = dvs_model
+    engine = Engine.load(path, backend=backend)
+    count = 3_000
+    events = make_events(rng.integers(0, 34, count), rng.integers(0, 34, count),
+                         np.sort(rng.integers(0, 300_000, count)), rng.integers(0, 2, count))
+    from_events = engine.predict_events(events, event_driven=True)
+    from_frames = engine.predict_events(events, event_driven=False)
+    np.testing.assert_allclose(from_events, from_frames, rtol=TOLERANCE, atol=TOLERANCE)
+
+
+def test_event_driven_on_real_recordings(dvs_model, nmnist_dir):
+    from reverb_edge.events.nmnist import load_nmnist
+
+    _, path, _ = dvs_model
+    engine = Engine.load(path)
+    recordings, _ = load_nmnist(nmnist_dir, "test", limit=10)
+    for events in recordings:
+        np.testing.assert_allclose(
+            engine.predict_events(events, event_driven=True), engine.predict_events(events, event_driven=False),
+            rtol=TOLERANCE, atol=TOLERANCE,
+        )
+    engine.reset_stats()
+    for events in recordings:
+        engine.predict_events(events)
+    stats = engine.stats[engine.graph.nodes[0].name]
+    assert stats.input_events == sum(len(e) for e in recordings)
+    assert stats.timesteps == engine.timesteps * len(recordings)
+
+
+def test_event_driven_rejected_for_float_first_layer(tmp_path, rng):
+    config = ConvNetConfig(channels=(4, 4, 8), in_channels=2, image_size=34, timesteps=2, mean=0.0, std=1.0,
+                           event_window_us=100_000, full_precision_first=True)
+    engine = Engine.load(export_model(build_convnet(config), tmp_path / "float_first.reverb"))
+    events = make_events([1, 2], [3, 4], [0, 10], [0, 1])
+    with pytest.raises(InputError, match="cannot take events directly"):
+        engine.predict_events(events, event_driven=True)
+    assert engine.predict_events(events).shape == (10,)

@@ -401,6 +401,13 @@ def _event_count_ranges(n_events, count, overlap, include_incomplete):
     return lo, hi
 
 
+def time_bin_ranges(events: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return index ranges (lo, hi) so that ``events[lo[k]:hi[k]]`` is bin k of ``to_frames(n_time_bins=n_bins)``."""
+    n_bins = check_int("time_bin_ranges", "n_bins", n_bins, minimum=1)
+    check_sorted("time_bin_ranges", events["t"])
+    return _time_bin_ranges(events["t"], n_bins, None)
+
+
 def _time_bin_ranges(times, n_bins, start_time):
     """Return the index ranges [lo, hi) of the events in each of ``n_bins`` equal time bins.
 
