@@ -9,9 +9,11 @@ from .errors import ModelFileError
 
 SHIPPED_MODELS = {
     "mnist": "mnist.reverb",
+    "nmnist": "nmnist.reverb",
 }
 SHIPPED_CHECKPOINTS = {
     "mnist": "mnist.pt",
+    "nmnist": "nmnist.pt",
 }
 
 

