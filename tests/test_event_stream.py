@@ -147,3 +147,23 @@ def test_dvs_cli_missing_source(engine):
     result, _ = _dvs(engine.model.path, "--source", "no-such-file.raw")
     assert result.exit_code == 1
     assert "neither a file nor a camera kind" in result.output
+
+
+def test_three_events_in_ten_ms_window(engine):
+    from reverb_edge.events import to_frames
+
+    events = make_events([1, 3, 5], [2, 4, 6], [100, 350, 600], [1, 0, 1])
+    frames = to_frames(events, (34, 34, 2), time_window=10_000)
+    assert frames.shape == (1, 2, 34, 34)
+    assert frames.dtype == np.float32
+    assert frames.sum() == 3
+    empty = to_frames(events[:0], (34, 34, 2), time_window=10_000)
+    assert empty.shape == (0, 2, 34, 34)
+    assert empty.dtype == np.float32
+
+    classifier = StreamClassifier(engine, window_us=10_000)
+    assert classifier.feed(events) == []
+    (prediction,) = classifier.flush()
+    assert prediction.events == 3
+    assert (prediction.start_us, prediction.end_us) == (100, 10_100)
+    assert prediction.scores.shape == (10,)
