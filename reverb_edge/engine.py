@@ -313,7 +313,9 @@ class Engine:
 
         encoding = self.input_spec.events
         if encoding is None:
-            raise InputError("this model takes images, not events: its input spec has no event encoding")
+            from .events.online import IMAGE_MODEL_MESSAGE
+
+            raise InputError(IMAGE_MODEL_MESSAGE)
         return to_frames(
             events, encoding.sensor_size, n_time_bins=encoding.n_time_bins,
             polarity_channels=encoding.polarity_channels, dtype=np.float32,

@@ -167,3 +167,74 @@ def test_three_events_in_ten_ms_window(engine):
     assert prediction.events == 3
     assert (prediction.start_us, prediction.end_us) == (100, 10_100)
     assert prediction.scores.shape == (10,)
+
+
+def test_stream_long_gap_does_not_stall(engine):
+    classifier = StreamClassifier(engine, window_us=100_000, hop_us=10)
+    first = classifier.feed(make_events([1], [1], [0], [1]))
+    # A jump to Unix-epoch timestamps must skip the empty windows at once, not one hop at a time.
+    later = classifier.feed(make_events([2, 3], [2, 3], [1_605_537_493_718_345, 1_605_537_493_900_000], [0, 1]))
+    predictions = first + later + classifier.flush()
+    assert sum(p.events for p in predictions) >= 3
+    assert predictions[0].start_us == 0
+
+
+def test_stream_rejects_outside_events_without_state_change(engine, rng):
+    events = _events(rng)
+    classifier = StreamClassifier(engine)
+    with pytest.raises(InputError, match="outside the model's 34x34 sensor"):
+        classifier.feed(make_events([40], [1], [0], [1]))
+    reference = StreamClassifier(engine)
+    got = classifier.feed(events) + classifier.flush()
+    expected = reference.feed(events) + reference.flush()
+    assert [(p.start_us, p.events) for p in got] == [(p.start_us, p.events) for p in expected]
+
+
+def test_stream_feed_after_flush_rejected(engine, rng):
+    events = _events(rng)
+    classifier = StreamClassifier(engine)
+    classifier.feed(events[:500])
+    classifier.flush()
+    with pytest.raises(InputError, match="stream has ended"):
+        classifier.feed(events[500:])
+
+
+@pytest.mark.parametrize("window", [0, float("nan"), float("inf"), 10**13])
+def test_stream_rejects_bad_window(engine, window):
+    with pytest.raises(InputError, match="window_us must be"):
+        StreamClassifier(engine, window_us=window)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0"])
+def test_dvs_cli_rejects_bad_window(engine, tmp_path, rng, value):
+    path = tmp_path / "stream.npy"
+    np.save(path, _events(rng))
+    result, _ = _dvs(engine.model.path, "--source", path, "--window", value)
+    assert result.exit_code == 2
+    assert "--window" in result.output
+
+
+def test_dvs_cli_rejects_folder_source(engine, tmp_path):
+    result, _ = _dvs(engine.model.path, "--source", tmp_path)
+    assert result.exit_code == 1
+    assert "is a folder" in result.output
+
+
+def test_dvs_cli_image_model_names_fix(tmp_path, rng):
+    path = tmp_path / "stream.npy"
+    np.save(path, _events(rng))
+    result, _ = _dvs("mnist", "--source", path)
+    assert result.exit_code == 1
+    assert "'nmnist'" in result.output
+
+
+def test_dvs_cli_sensor_size_override(engine, tmp_path):
+    events = make_events([1, 30], [2, 33], [0, 1_000], [1, 0])
+    path = tmp_path / "small.npy"
+    np.save(path, events)
+    result, _ = _dvs(engine.model.path, "--source", path)
+    assert result.exit_code == 1
+    assert "--fit" in result.output
+    result, summary = _dvs(engine.model.path, "--source", path, "--sensor-size", "34x34", "--json")
+    assert result.exit_code == 0, result.output
+    assert summary["events"] == 2

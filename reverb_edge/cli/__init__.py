@@ -17,6 +17,8 @@ def main(verbose: int, quiet: int) -> None:
     """Run spiking neural networks with binary weights (ReverB-SNN) on the CPU."""
     level = logging.WARNING - 10 * verbose + 10 * quiet
     logging.basicConfig(level=max(logging.DEBUG, min(level, logging.CRITICAL)), format="%(levelname)s %(name)s: %(message)s")
+    # Library warnings (for example dropped backward timestamps) print as one log line each.
+    logging.captureWarnings(True)
 
 
 from . import convert, dvs, evaluate, info, predict, train, train_nmnist  # noqa: E402  (subcommands register on main)

@@ -12,6 +12,7 @@ from ..engine import Engine
 from ..errors import ReverbError
 from ..events.filters import center_crop, downsample
 from ..events.online import StreamClassifier
+from ..events.readers import FORMATS
 from ..events.sources import open_source
 from . import main
 from .options import echo_json, fail, json_option
@@ -37,24 +38,39 @@ def _fitter(source_size, model_size):
 @click.option("--source", required=True,
               help="An event file (N-MNIST .bin, AEDAT, Prophesee .raw/.dat, .npy/.npz), or a live camera: "
                    "'inivation[:SERIAL]' (needs dv-processing) or 'prophesee[:SERIAL]' (needs Metavision).")
-@click.option("--window", "window_ms", type=click.FloatRange(min=0.001), default=None,
-              help="Window length in milliseconds [default: the model's event window].")
-@click.option("--hop", "hop_ms", type=click.FloatRange(min=0.001), default=None,
+@click.option("--window", "window_ms", type=click.FloatRange(min=0.001, max=3_600_000), default=None,
+              help="Window length in milliseconds, up to one hour [default: the model's event window].")
+@click.option("--hop", "hop_ms", type=click.FloatRange(min=0.001, max=3_600_000), default=None,
               help="Time between window starts in milliseconds [default: the window length].")
+@click.option("--format", "file_format", type=click.Choice(FORMATS), default=None,
+              help="File format, when the header does not identify it [default: detected].")
+@click.option("--sensor-size", default=None, metavar="WIDTHxHEIGHT",
+              help="Sensor size of the file, when its header lacks or misstates it (for example 34x34).")
 @click.option("--realtime", is_flag=True, help="Replay a file at its recorded speed instead of as fast as possible.")
 @click.option("--fit", is_flag=True,
               help="Downsample and centre-crop events from a larger sensor onto the model's sensor size.")
 @json_option
-def dvs_command(model, source, window_ms, hop_ms, realtime, fit, as_json):
+def dvs_command(model, source, window_ms, hop_ms, file_format, sensor_size, realtime, fit, as_json):
     """Classify the events from --source with MODEL, printing one prediction per window."""
+    for name, value in (("--window", window_ms), ("--hop", hop_ms)):
+        if value is not None and not math.isfinite(value):
+            raise click.BadParameter(f"expected a finite number of milliseconds, got {value}", param_hint=name)
+    size = None
+    if sensor_size is not None:
+        try:
+            size = tuple(int(part) for part in sensor_size.lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) < 1:
+            raise click.BadParameter(f"expected WIDTHxHEIGHT such as 34x34, got {sensor_size!r}", param_hint="--sensor-size")
     try:
         engine = Engine.load(model)
         classifier = StreamClassifier(
             engine,
-            window_us=round(window_ms * 1000) if window_ms else None,
-            hop_us=round(hop_ms * 1000) if hop_ms else None,
+            window_us=window_ms * 1000 if window_ms is not None else None,
+            hop_us=hop_ms * 1000 if hop_ms is not None else None,
         )
-        stream = open_source(source)
+        stream = open_source(source, format=file_format, sensor_size=size)
     except ReverbError as err:
         raise fail(err) from err
 
@@ -116,8 +132,11 @@ def dvs_command(model, source, window_ms, hop_ms, realtime, fit, as_json):
         summary["predictions"] = [p.to_dict() for p in predictions]
         echo_json(summary)
     else:
+        latency = (
+            f"latency per window mean {summary['latency_ms']['mean']} ms, p90 {summary['latency_ms']['p90']} ms"
+            if predictions else "no window held events"
+        )
         click.echo(
             f"{summary['windows']} windows, {total_events} events in {seconds:.2f} s "
-            f"({summary['events_per_second']} events/s); latency per window mean "
-            f"{summary['latency_ms']['mean']} ms, p90 {summary['latency_ms']['p90']} ms"
+            f"({summary['events_per_second']} events/s); {latency}"
         )

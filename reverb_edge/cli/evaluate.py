@@ -9,7 +9,8 @@ import numpy as np
 
 from ..datasets import load_mnist, load_sample_digits
 from ..engine import Engine
-from ..errors import ReverbError
+from ..errors import InputError, ReverbError
+from ..events.online import IMAGE_MODEL_MESSAGE
 from ..evaluation import evaluate, evaluate_recordings, normalise_images
 from ..events.nmnist import load_nmnist
 from . import main
@@ -97,6 +98,10 @@ def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress,
     split = split or "test"
     try:
         engine = Engine.load(model, backend=backend)
+        if dataset == "nmnist" and engine.input_spec.events is None:
+            raise InputError(IMAGE_MODEL_MESSAGE)
+        if dataset != "nmnist" and engine.input_spec.events is not None:
+            raise InputError(f"{model} is a DVS model; evaluate it with --dataset nmnist")
         if dataset == "nmnist":
             recordings, targets = load_nmnist(data if data is not None else default_data_dir("nmnist"), split, limit)
             result = evaluate_recordings(engine, recordings, targets, progress=progress and not as_json)

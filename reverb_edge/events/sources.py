@@ -92,16 +92,21 @@ def _prophesee(serial: str | None) -> EventSource:
     return EventSource((int(width), int(height), 2), "Prophesee camera", chunks, live=True)
 
 
-def open_source(spec: str, chunk_events: int = 4096) -> EventSource:
-    """Open a recorded file or a live camera named by ``spec`` (see the module docstring)."""
+def open_source(spec: str, chunk_events: int = 4096, format: str | None = None, sensor_size=None) -> EventSource:
+    """Open a recorded file or a live camera named by ``spec`` (see the module docstring).
+
+    ``format`` and ``sensor_size`` (width, height) override what a file's header says.
+    """
     kind, _, serial = spec.partition(":")
     if kind in LIVE_KINDS and not Path(spec).exists():
         return _inivation(serial or None) if kind == "inivation" else _prophesee(serial or None)
 
     path = Path(spec)
-    if not path.exists():
+    if not spec or not path.exists():
         raise InputError(
             f"event source not found: {spec!r} is neither a file nor a camera kind ({', '.join(LIVE_KINDS)})"
         )
-    stream = iter_events(path, chunk_events=chunk_events)
+    if not path.is_file():
+        raise InputError(f"event source {spec!r} is a folder; pass one recording file")
+    stream = iter_events(path, format=format, chunk_events=chunk_events, sensor_size=sensor_size)
     return EventSource(tuple(stream.sensor_size), f"{path} ({stream.format})", lambda: iter(stream))
