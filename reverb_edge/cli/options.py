@@ -35,6 +35,13 @@ def fail(err: Exception) -> "click.ClickException":
     return click.ClickException(str(err))
 
 
+def check_output_folders(paths: dict) -> None:
+    """Fail before long work starts when the folder of an output file (option -> path or None) is missing."""
+    for option, path in paths.items():
+        if path is not None and not path.resolve().parent.is_dir():
+            raise click.BadParameter(f"folder {path.resolve().parent} does not exist; create it first", param_hint=option)
+
+
 def require_torch() -> None:
     """Raise a click error naming the extra to install when PyTorch is missing."""
     try:
@@ -47,4 +54,4 @@ def require_torch() -> None:
         ) from err
 
 
-__all__ = ["json_option", "backend_option", "default_data_dir", "echo_json", "fail", "require_torch", "ReverbError"]
+__all__ = ["check_output_folders", "json_option", "backend_option", "default_data_dir", "echo_json", "fail", "require_torch", "ReverbError"]

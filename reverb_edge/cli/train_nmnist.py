@@ -9,7 +9,7 @@ import click
 from ..errors import ReverbError
 from ..graph import MAX_TIMESTEPS
 from . import main
-from .options import default_data_dir, echo_json, fail, json_option, require_torch
+from .options import check_output_folders, default_data_dir, echo_json, fail, json_option, require_torch
 
 
 @main.command("train-nmnist")
@@ -37,9 +37,7 @@ def train_nmnist_command(mnist_dir, nmnist_dir, output, convert_to, simulated, r
                          seed, workers, threads, as_json):
     """Train an N-MNIST ReverB-SNN and report accuracy on the real recordings (needs the torch extra)."""
     require_torch()
-    for option, path in (("--output", output), ("--convert", convert_to)):
-        if path is not None and not path.resolve().parent.is_dir():
-            raise click.BadParameter(f"folder {path.resolve().parent} does not exist; create it first", param_hint=option)
+    check_output_folders({"--output": output, "--convert": convert_to})
     from ..converters.export import export_model
     from ..converters.nmnist import train_nmnist
 
