@@ -2,8 +2,8 @@
 
 The runtime package ``reverb_edge`` needs numpy, numba, pillow, click and tqdm.
 The PyTorch side lives in the top-level ``converters/`` folder and installs as
-``reverb_edge.converters``, so it never clashes with another ``converters``
-module in site-packages; it needs the ``torch`` extra.
+``reverb_edge.converters``, so it cannot clash with another ``converters``
+module in site-packages. It needs the ``torch`` extra.
 """
 
 from pathlib import Path

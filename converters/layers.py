@@ -3,7 +3,7 @@
 Tensors flow through a network with time folded into the batch axis: a layer
 receives shape (T * B, ...), where the first B rows are timestep 0, the next B
 rows timestep 1, and so on. Synaptic layers (convolution, linear, BatchNorm,
-pooling) act on each row independently; only :class:`LIF` looks across time,
+pooling) act on each row independently. Only :class:`LIF` looks across time,
 so it unfolds the axis, steps through the T timesteps and folds it back.
 
 Equations (per output channel c, timestep t, membrane potential U with U⁰ = 0)::

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a training run produced: final test accuracy, timings and the checkpoint path."""
+    """Result of a training run: final test accuracy, timings and the checkpoint path."""
 
     test_accuracy: float
     epochs: int
@@ -32,7 +32,7 @@ class TrainResult:
 
 
 def to_tensor(images: np.ndarray, config: ConvNetConfig) -> torch.Tensor:
-    """Normalise uint8 images (N, H, W) to float32 (N, 1, H, W) as the input spec says."""
+    """Normalise uint8 images (N, H, W) to float32 (N, 1, H, W) as the input spec specifies."""
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     return (x - config.mean) / config.std
 

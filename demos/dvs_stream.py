@@ -46,10 +46,10 @@ def main() -> None:
     predictions += classifier.flush()
 
     for prediction in predictions:
-        shown = int(labels[picks[min(prediction.start_us // RECORDING_US, len(picks) - 1)]])
+        true_label = int(labels[picks[min(prediction.start_us // RECORDING_US, len(picks) - 1)]])
         print(
             f"{prediction.start_us / 1000:6.0f} ms: predicted {prediction.label} ({prediction.confidence:.2f}), "
-            f"shown {shown}, {prediction.events} events, {prediction.latency_ms:.1f} ms"
+            f"shown {true_label}, {prediction.events} events, {prediction.latency_ms:.1f} ms"
         )
 
 

@@ -1,6 +1,6 @@
 """The inference engine: runs a model file's graph timestep by timestep.
 
-Thread safety: an :class:`Engine` holds mutable state (membrane potentials,
+Thread safety: an :class:`Engine` keeps mutable state (membrane potentials,
 statistics, scratch buffers), so one instance must not be used from two
 threads at once. Weights are read-only and shared: :meth:`Engine.clone` gives
 another engine over the same weights with its own state, one per thread. The
@@ -332,10 +332,11 @@ class Engine:
     def predict_events(self, events: np.ndarray, event_driven: bool | None = None) -> np.ndarray:
         """Classify one window of events (a whole recording, or a slice of a stream).
 
-        With ``event_driven`` (the default where the model allows it: a binary
-        convolution is the only reader of the input), each timestep's events
-        scatter their ±1 kernels straight into the first layer, with no frame
-        built; the result equals the frame path. False always builds frames.
+        With ``event_driven``, each timestep's events scatter their ±1 kernels
+        straight into the first layer, and no frame is built. The result equals
+        the frame path. It is the default where the model allows it, which is
+        when a binary convolution is the only reader of the input. False
+        always builds frames.
         """
         node = self._event_driven_node()
         if event_driven is None:

@@ -20,10 +20,11 @@ MIN_STD = 1e-6
 class EventEncoding:
     """How DVS events become the network's input frames.
 
-    The events of one window (a whole recording, or ``window_us`` microseconds
-    of a stream) from a sensor of ``sensor_size`` (width, height, polarities)
-    are split into ``n_time_bins`` frames of equal duration between the first
-    and the last event, one per timestep (``to_frames(..., n_time_bins=...)``).
+    One window of events comes from a sensor of ``sensor_size`` (width,
+    height, polarities). It is a whole recording, or ``window_us``
+    microseconds of a stream. The window is split into ``n_time_bins`` frames
+    of equal duration between its first and last event, one per timestep, as
+    ``to_frames(..., n_time_bins=...)`` does.
     Each frame counts events per pixel, with OFF and ON in separate channels
     when ``polarity_channels``.
     """
@@ -65,7 +66,7 @@ class EventEncoding:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the network expects as input, and how to make it from an image.
+    """The input a network expects, and how to make it from an image or from events.
 
     Fields:
         shape: (C, H, W) of one input, channels-first.
@@ -158,7 +159,7 @@ class Graph:
     """A spiking network: the input spec, the nodes in execution order, and T.
 
     ``timesteps`` is T, the number of timesteps of one inference (direct
-    encoding feeds the same input at each). ``readout`` says how the last
+    encoding feeds the same input at each). ``readout`` names how the last
     node's per-timestep outputs become class scores; only ``"mean"`` exists.
     Construction validates the whole graph: names are unique, every input
     refers to an earlier node, shapes agree, and the readout has one output

@@ -75,7 +75,7 @@ def _positive_int(value: Any, field_name: str, node: str, minimum: int = 1) -> i
     return value
 
 
-# Neuron constants stay far inside float32 range, so charging never overflows.
+# Bound on τ and θ: their float32 values stay finite, so the threshold comparison stays meaningful.
 MAX_NEURON_CONSTANT = 1e30
 
 

@@ -13,7 +13,7 @@ from reverb_edge.events.nmnist import load_nmnist  # noqa: E402
 from reverb_edge.registry import resolve_checkpoint  # noqa: E402
 
 # Engine and PyTorch sum float32 values in different orders, so a membrane potential within
-# rounding of the threshold may fire on one side only; logits are compared with this tolerance.
+# rounding of the threshold may fire on one side only. Logits are compared with this tolerance.
 LOGIT_TOLERANCE = 1e-3
 
 

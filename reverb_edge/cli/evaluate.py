@@ -55,8 +55,8 @@ def _print_text(summary: dict) -> None:
 
     click.echo("\nper-class accuracy:")
     for label, accuracy in summary["per_class_accuracy"].items():
-        shown = "   n/a" if accuracy is None else f"{accuracy * 100:6.2f} %"
-        click.echo(f"  {label:>10}: {shown}")
+        formatted = "   n/a" if accuracy is None else f"{accuracy * 100:6.2f} %"
+        click.echo(f"  {label:>10}: {formatted}")
 
     labels = summary["labels"]
     width = max(5, max(len(label) for label in labels) + 1)

@@ -95,7 +95,7 @@ def _prophesee(serial: str | None) -> EventSource:
 def open_source(spec: str, chunk_events: int = 4096, format: str | None = None, sensor_size=None) -> EventSource:
     """Open a recorded file or a live camera named by ``spec`` (see the module docstring).
 
-    ``format`` and ``sensor_size`` (width, height) override what a file's header says.
+    ``format`` and ``sensor_size`` (width, height) override the values in a file's header.
     """
     kind, _, serial = spec.partition(":")
     if kind in LIVE_KINDS and not Path(spec).exists():

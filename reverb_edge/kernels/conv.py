@@ -136,7 +136,7 @@ def _fill_targets(targets, stride, pad_before, dilation, out_size):
 @njit(**NJIT_OPTIONS)
 def _binary_conv2d_kernel(x, bits_by_position, scale, bias, groups, row_targets, col_targets, out):
     channels, height, width = x.shape
-    kernel_h, kernel_w, _, out_channels = bits_by_position.shape
+    _, _, _, out_channels = bits_by_position.shape
     _, out_height, out_width = out.shape
     group_in = channels // groups
     group_out = out_channels // groups
@@ -155,23 +155,30 @@ def _binary_conv2d_kernel(x, bits_by_position, scale, bias, groups, row_targets,
                 value = x[c, iy, ix]
                 if value == 0.0:
                     continue
-                negated = -value
-                for ky in range(kernel_h):
-                    oy = row_targets[iy, ky]
-                    if oy < 0:
-                        continue
-                    for kx in range(kernel_w):
-                        ox = col_targets[ix, kx]
-                        if ox < 0:
-                            continue
-                        for o in range(o_start, o_stop):
-                            # Sign-add: bit 1 adds the input, bit 0 subtracts it.
-                            if bits_by_position[ky, kx, word, o] & mask:
-                                acc[oy, ox, o] += value
-                            else:
-                                acc[oy, ox, o] += negated
+                _scatter_signed(acc, bits_by_position, word, mask, o_start, o_stop, row_targets, col_targets, iy, ix, value)
 
     _apply_affine(acc, scale, bias, out)
+
+
+@njit(**NJIT_OPTIONS)
+def _scatter_signed(acc, bits_by_position, word, mask, o_start, o_stop, row_targets, col_targets, iy, ix, value):
+    """Add ``value`` or ``-value`` to every output that input pixel (iy, ix) reaches, by weight sign."""
+    kernel_h, kernel_w = row_targets.shape[1], col_targets.shape[1]
+    negated = -value
+    for ky in range(kernel_h):
+        oy = row_targets[iy, ky]
+        if oy < 0:
+            continue
+        for kx in range(kernel_w):
+            ox = col_targets[ix, kx]
+            if ox < 0:
+                continue
+            for o in range(o_start, o_stop):
+                # Sign-add: bit 1 adds the input, bit 0 subtracts it.
+                if bits_by_position[ky, kx, word, o] & mask:
+                    acc[oy, ox, o] += value
+                else:
+                    acc[oy, ox, o] += negated
 
 
 @njit(**NJIT_OPTIONS)

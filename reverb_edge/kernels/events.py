@@ -18,7 +18,7 @@ from numba import njit
 from reverb_edge.errors import InputError
 from reverb_edge.kernels.checks import check_binary_conv2d
 from reverb_edge.kernels.config import NJIT_OPTIONS
-from reverb_edge.kernels.conv import _apply_affine, _target_tables
+from reverb_edge.kernels.conv import _apply_affine, _scatter_signed, _target_tables
 
 
 def event_coordinates(caller: str, events, input_shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,7 +67,7 @@ def binary_conv2d_events(
 
 @njit(**NJIT_OPTIONS)
 def _binary_conv2d_events_kernel(channel, ys, xs, channels, bits_by_position, scale, bias, groups, row_targets, col_targets, out):
-    kernel_h, kernel_w, _, out_channels = bits_by_position.shape
+    _, _, _, out_channels = bits_by_position.shape
     _, out_height, out_width = out.shape
     group_in = channels // groups
     group_out = out_channels // groups
@@ -75,26 +75,15 @@ def _binary_conv2d_events_kernel(channel, ys, xs, channels, bits_by_position, sc
 
     for e in range(channel.shape[0]):
         c = channel[e]
-        iy = ys[e]
-        ix = xs[e]
         group = c // group_in
         channel_in_group = c - group * group_in
         word = channel_in_group // 64
         mask = np.uint64(1) << np.uint64(channel_in_group % 64)
         o_start = group * group_out
-        for ky in range(kernel_h):
-            oy = row_targets[iy, ky]
-            if oy < 0:
-                continue
-            for kx in range(kernel_w):
-                ox = col_targets[ix, kx]
-                if ox < 0:
-                    continue
-                for o in range(o_start, o_start + group_out):
-                    # Each event adds +1 or -1: bit 1 of the weight means +1.
-                    if bits_by_position[ky, kx, word, o] & mask:
-                        acc[oy, ox, o] += 1.0
-                    else:
-                        acc[oy, ox, o] -= 1.0
+        # Each event adds +1 or -1 to every output it reaches.
+        _scatter_signed(
+            acc, bits_by_position, word, mask, o_start, o_start + group_out, row_targets, col_targets,
+            ys[e], xs[e], np.float32(1.0),
+        )
 
     _apply_affine(acc, scale, bias, out)
