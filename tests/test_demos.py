@@ -44,3 +44,16 @@ def test_dvs_stream_demo():
     assert len(lines) >= 6
     correct = sum(line.split("predicted ")[1][0] == line.split("shown ")[1][0] for line in lines)
     assert correct >= 4
+
+
+def test_camera_demo_on_synthetic_digits():
+    completed = subprocess.run(
+        [sys.executable, str(DEMOS / "camera_classify.py"), "--source", "synthetic", "--frames", "40"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 40
+    # At 15 frames per second the pattern shows 0 for the first second, then 1.
+    assert lines[0].startswith("frame 0: 0 ")
+    assert any(": 1 (" in line for line in lines[20:])
