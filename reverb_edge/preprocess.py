@@ -43,7 +43,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from reverb_edge.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "load_image", "preprocess_image"]
+__all__ = ["IMAGE_SUFFIXES", "convert_mode", "list_images", "load_image", "preprocess_image"]
 
 #: File name suffixes that :func:`list_images` treats as images.
 IMAGE_SUFFIXES = frozenset(
@@ -147,7 +147,7 @@ def preprocess_image(image: Image.Image | np.ndarray, spec: InputSpecLike) -> np
             f"image has size {pil_image.width}×{pil_image.height} (width×height); "
             "expected at least 1×1 pixels"
         )
-    pixels = np.asarray(_convert_mode(pil_image, channels))
+    pixels = np.asarray(convert_mode(pil_image, channels))
 
     if spec.invert:
         if _border_pixels(pixels).mean() > LIGHT_BORDER_THRESHOLD:
@@ -194,7 +194,7 @@ def _to_pil(image: Image.Image | np.ndarray) -> Image.Image:
     )
 
 
-def _convert_mode(image: Image.Image, channels: int) -> Image.Image:
+def convert_mode(image: Image.Image, channels: int) -> Image.Image:
     """Return ``image`` in mode ``L`` (1 channel) or ``RGB`` (3 channels)."""
     if image.mode in _SIXTEEN_BIT_MODES:
         # Pillow's own conversion to L clips 16-bit values at 255 instead of

@@ -23,7 +23,7 @@ from reverb_edge.camera import (
 )
 from reverb_edge.camera.classify import default_roi
 from reverb_edge.cli import main
-from reverb_edge.errors import InputError
+from reverb_edge.errors import InputError, ReverbError
 
 FRAMES_PER_DIGIT = 4
 
@@ -269,7 +269,7 @@ def test_cli_failing_camera_exits_cleanly(digit_video, monkeypatch):
     monkeypatch.setattr(camera_cli, "open_source", lambda *args, **kwargs: FailingCamera(digit_video[0], 5))
     result = CliRunner().invoke(main, ["camera", "mnist", "--source", "usb", "--retries", "1", "--retry-delay", "0"])
     assert result.exit_code == 1
-    assert "unplugged camera stopped delivering frames; gave up after 1 retries" in result.output
+    assert "unplugged camera stopped delivering frames; gave up after 1 retry" in result.output
     assert "Traceback" not in result.output
     assert not capture_threads()
 
@@ -301,3 +301,128 @@ def test_cli_port_in_use():
         result = CliRunner().invoke(main, ["camera", "mnist", "--source", "synthetic", "--serve", f"127.0.0.1:{port}"])
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_overlay_draws_roi_and_banner(engine):
+    from reverb_edge.camera import draw_overlay, encode_jpeg
+
+    frame = np.full((240, 320, 3), 128, dtype=np.uint8)
+    prediction = FrameClassifier(engine).classify(frame)
+    annotated = np.asarray(draw_overlay(frame, prediction))
+    left, top, width, height = prediction.roi
+    assert annotated.shape == frame.shape
+    # The region of interest gets a yellow outline.
+    assert tuple(annotated[top + height // 2, left]) == (255, 200, 0)
+    # The status banner darkens the top rows and carries white text.
+    assert annotated[:5, :, 0].mean() < 100
+    assert annotated[:20].max() == 255
+    assert encode_jpeg(draw_overlay(frame, prediction))[:2] == b"\xff\xd8"
+
+
+def test_loop_reuse_is_rejected(engine):
+    loop = CameraLoop(engine, SyntheticSource(size=(32, 32), frame_rate=100))
+    for _ in loop:
+        break
+    with pytest.raises(ReverbError, match="create a new CameraLoop"):
+        next(iter(loop))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"roi": "10,10,50,50"}, "roi must be four whole numbers"),
+        ({"roi": (0, 0, None, 10)}, "roi must be four whole numbers"),
+        ({"roi": (-1, 0, 10, 10)}, "left, top >= 0"),
+        ({"smoothing": 0}, "smoothing must be"),
+        ({"retries": -1}, "retries must be"),
+        ({"stall_timeout": 0}, "stall_timeout > 0"),
+    ],
+)
+def test_loop_bad_arguments(engine, arguments, message):
+    with pytest.raises(InputError, match=message):
+        CameraLoop(engine, SyntheticSource(size=(32, 32)), **arguments)
+
+
+def test_loop_wrong_engine_and_source(engine):
+    with pytest.raises(InputError, match="Engine.load"):
+        CameraLoop("mnist", SyntheticSource(size=(32, 32)))
+    with pytest.raises(InputError, match="open_source"):
+        CameraLoop(engine, "synthetic")
+
+
+def test_classify_accepts_numpy_smoothing_and_pil(engine):
+    from PIL import Image
+
+    classifier = FrameClassifier(engine, smoothing=np.int64(2))
+    prediction = classifier.classify(Image.new("RGB", (40, 30), (255, 255, 255)))
+    assert prediction.roi == (5, 0, 30, 30)
+
+
+def test_cli_duration_with_slow_source():
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["camera", "mnist", "--source", "synthetic", "--size", "64x64",
+                                       "--fps", "0.05", "--duration", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 20
+    summary = json.loads(result.stdout.splitlines()[-1])["summary"]
+    assert summary["frames"] == 1
+    assert summary["stopped_by"] == "--duration"
+
+
+def test_cli_image_folder_names_files(tmp_path, caplog):
+    from camera_media import paper_frame
+    from PIL import Image
+
+    digits, labels = real_digits(3)
+    for number, digit in enumerate(digits):
+        Image.fromarray(paper_frame(digit)).save(tmp_path / f"{number}_photo.png")
+    (tmp_path / "9_broken.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(main, ["camera", "mnist", "--source", str(tmp_path), "--every-frame", "--json"])
+    assert result.exit_code == 0, result.output
+    frames = [json.loads(line) for line in result.stdout.splitlines()[:-1]]
+    assert [frame["name"] for frame in frames] == ["0_photo.png", "1_photo.png", "2_photo.png"]
+    assert [int(frame["label"]) for frame in frames] == labels.tolist()
+    assert "skipping unreadable image" in caplog.text
+
+
+def test_cli_record_to_full_disk(tmp_path):
+    target = tmp_path / "full.mjpeg"
+    target.symlink_to("/dev/full")
+    result = CliRunner().invoke(main, ["camera", "mnist", "--source", "synthetic", "--size", "64x64",
+                                       "--fps", "50", "--max-frames", "3", "--record", str(target)])
+    assert result.exit_code == 1
+    assert "cannot write recording" in result.output
+    assert "No space left on device" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_record_avi_keeps_video_rate(tmp_path, digit_video):
+    import cv2
+
+    target = tmp_path / "copy.avi"
+    result = CliRunner().invoke(main, ["camera", "mnist", "--source", str(digit_video[0]), "--every-frame",
+                                       "--max-frames", "5", "--record", str(target)])
+    assert result.exit_code == 0, result.output
+    capture = cv2.VideoCapture(str(target))
+    rate = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    assert rate == pytest.approx(10.0)
+
+
+def test_server_stops_despite_slow_client(engine):
+    import socket
+
+    from reverb_edge.camera import LiveView, PreviewServer
+
+    server = PreviewServer(LiveView(), "127.0.0.1", 0)
+    server.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        server.start()
+    slow = socket.create_connection(server.address)
+    slow.sendall(b"GET /hea")  # a request line that never ends
+    time.sleep(0.2)
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 3
+    slow.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("Thread-") and "process_request" in t.name]

@@ -247,10 +247,22 @@ def test_synthetic_digits_cycle():
     assert shown == [0, 0, 1, 1, 2, 2]
 
 
-def test_open_source_names():
+def test_open_source_names(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    (tmp_path / "clip.3gp").write_bytes(b"\0" * 10)
     assert isinstance(open_source("synthetic"), SyntheticSource)
-    assert isinstance(open_source("3"), OpenCVCameraSource)
     assert isinstance(open_source("picamera2:1"), Picamera2Source)
+    assert isinstance(open_source(tmp_path), ImageFolderSource)
+    assert isinstance(open_source(str(tmp_path / "a.png")), ImageFolderSource)
+    # Files without an image suffix go to OpenCV, whatever their suffix.
+    assert isinstance(open_source(tmp_path / "clip.3gp"), VideoFileSource)
+
+
+def test_open_source_camera_number_checked():
+    with pytest.raises(InputError, match="/dev/video97 does not exist"):
+        open_source(97)
+    with pytest.raises(InputError, match="/dev/video96 does not exist"):
+        open_source("96")
 
 
 def test_open_source_missing_things():
@@ -260,6 +272,80 @@ def test_open_source_missing_things():
         open_source("no-such-video.mp4")
     with pytest.raises(InputError, match="picamera2:N"):
         open_source("picamera2:front")
+    with pytest.raises(InputError, match="the frame source is empty"):
+        open_source("  ")
+    with pytest.raises(InputError, match="frame_rate must be positive"):
+        open_source("synthetic", frame_rate=0)
+
+
+def test_empty_video_is_rejected(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(SourceError, match="is empty"):
+        VideoFileSource(path).open()
+
+
+def test_image_folder_skips_unreadable(tmp_path, caplog):
+    Image.new("L", (5, 4), 10).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"broken")
+    Image.new("L", (5, 4), 200).save(tmp_path / "c.png")
+    source = ImageFolderSource(tmp_path)
+    with source:
+        first = source.read()
+        first_name = source.frame_name
+        second = source.read()
+        second_name = source.frame_name
+    assert first[0, 0, 0] == 10
+    assert second[0, 0, 0] == 200
+    assert (first_name, second_name) == ("a.png", "c.png")
+    assert "b.png" in caplog.text
+
+
+def test_image_folder_all_unreadable(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"broken")
+    source = ImageFolderSource(tmp_path, loop=True)
+    with source, pytest.raises(SourceError, match="none of the 1 files"):
+        source.read()
+
+
+def test_image_folder_transparency_over_white(tmp_path):
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[1, 1] = (0, 0, 0, 255)  # one opaque black pixel, the rest transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "ink.png")
+    with ImageFolderSource(tmp_path / "ink.png") as source:
+        frame = source.read()
+    assert tuple(frame[0, 0]) == (255, 255, 255)
+    assert tuple(frame[1, 1]) == (0, 0, 0)
+
+
+def test_image_folder_16_bit_scaled(tmp_path):
+    Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
+    with ImageFolderSource(tmp_path) as source:
+        assert source.read()[0, 0, 0] == 255
+
+
+def test_yuv420_odd_width_without_padding():
+    width, height, stride = 5, 2, 5
+    luma = np.arange(10, dtype=np.uint8).reshape(2, 5) * 20
+    u = np.array([128, 128, 200], dtype=np.uint8)  # the third chroma column carries colour
+    v = np.array([128, 128, 128], dtype=np.uint8)
+    rgb = buffer_to_rgb(np.concatenate([luma.ravel(), u, v]), "YUV420", (width, height), stride)
+    np.testing.assert_array_equal(rgb[:, :4, 0], luma[:, :4])
+    assert rgb[0, 4, 2] > rgb[0, 4, 0]
+
+
+def test_buffer_to_rgb_bad_arguments():
+    with pytest.raises(SourceError, match="width must be a whole number"):
+        buffer_to_rgb(np.zeros(100, np.uint8), "XRGB8888", (0, 3), 12)
+    with pytest.raises(SourceError, match="stride must be a whole number"):
+        buffer_to_rgb(np.zeros(100, np.uint8), "XRGB8888", (2, 2), 8.5)
+    with pytest.raises(SourceError, match="bytes or a numpy array"):
+        buffer_to_rgb(None, "XRGB8888", (2, 2), 8)
+
+
+def test_buffer_to_rgb_reads_uint32_as_bytes():
+    words = np.full((2, 2), 0x00FF0000, dtype="<u4")  # little-endian B, G, R, X = 0, 0, 255, 0
+    assert tuple(buffer_to_rgb(words, "XRGB8888", (2, 2), 8)[0, 0]) == (255, 0, 0)
 
 
 def test_missing_v4l2_camera_fails_to_open():

@@ -27,11 +27,13 @@ __all__ = ["CapturedFrame", "CaptureThread", "LatestFrame"]
 
 @dataclass(frozen=True)
 class CapturedFrame:
-    """A frame with its sequence number (from 0, counting dropped frames) and capture time (``time.monotonic``)."""
+    """A frame with its sequence number (from 0, counting dropped frames), capture time (``time.monotonic``)
+    and, for image folders, the file name."""
 
     index: int
     image: np.ndarray
     captured_at: float
+    name: str | None = None
 
 
 class LatestFrame:
@@ -166,9 +168,10 @@ class CaptureThread(threading.Thread):
                 except Exception as close_error:
                     logger.warning("closing %s failed: %s", self.source.description, close_error)
                 if attempts > self.retries:
+                    what = "stopped delivering frames" if self.frames else "delivered no frame"
+                    tries = "1 retry" if self.retries == 1 else f"{self.retries} retries"
                     raise SourceError(
-                        f"{self.source.description} stopped delivering frames; gave up after {self.retries} "
-                        f"retries (last error: {err})"
+                        f"{self.source.description} {what}; gave up after {tries} (last error: {err})"
                     ) from err
                 delay = min(self.retry_delay * 2 ** (attempts - 1), self.max_retry_delay)
                 logger.warning("%s; retry %d of %d in %.1f s", err, attempts, self.retries, delay)
@@ -183,9 +186,11 @@ class CaptureThread(threading.Thread):
 
             rate = self.source.frame_rate
             if self.pace and rate and not self.source.live:
-                due = started + self._frames_since_open / rate
+                # The first frame goes out at once, each further one a frame period later.
+                due = started + (self._frames_since_open - 1) / rate
                 self._stopping.wait(max(0.0, due - time.monotonic()))
 
-            if not self.slot.put(CapturedFrame(self.frames, image, time.monotonic())):
+            name = getattr(self.source, "frame_name", None)
+            if not self.slot.put(CapturedFrame(self.frames, image, time.monotonic(), name)):
                 return
             self.frames += 1

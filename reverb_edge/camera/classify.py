@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from ..errors import InputError
 
@@ -37,9 +38,10 @@ class FramePrediction:
     fps: float
     dropped: int
     roi: tuple[int, int, int, int]
+    name: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "frame": self.frame,
             "label": self.label,
             "confidence": round(self.confidence, 4),
@@ -49,6 +51,9 @@ class FramePrediction:
             "dropped": self.dropped,
             "roi": list(self.roi),
         }
+        if self.name is not None:
+            data["name"] = self.name
+        return data
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -68,6 +73,21 @@ def default_roi(frame_size: tuple[int, int], input_shape: tuple[int, int, int]) 
     return ((frame_width - box_width) // 2, (frame_height - box_height) // 2, box_width, box_height)
 
 
+def _check_roi(roi) -> tuple[int, int, int, int]:
+    message = (
+        f"roi must be four whole numbers (left, top, width, height) with left, top >= 0 and "
+        f"width, height >= 1, got {roi!r}"
+    )
+    if isinstance(roi, (str, bytes)) or not hasattr(roi, "__len__") or len(roi) != 4:
+        raise InputError(message)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in roi):
+        raise InputError(message)
+    left, top, width, height = (int(v) for v in roi)
+    if left < 0 or top < 0 or width < 1 or height < 1:
+        raise InputError(message)
+    return left, top, width, height
+
+
 class FrameClassifier:
     """Classify RGB frames with an :class:`~reverb_edge.Engine`, one frame at a time.
 
@@ -84,20 +104,20 @@ class FrameClassifier:
     """
 
     def __init__(self, engine, roi: tuple[int, int, int, int] | None = None, smoothing: int = 1) -> None:
+        if not hasattr(engine, "input_spec") or not hasattr(engine, "predict"):
+            raise InputError(
+                f"expected an Engine, got {type(engine).__name__}; load one with Engine.load('mnist')"
+            )
         if engine.input_spec.events is not None:
             raise InputError(
                 "this model takes DVS events, not camera frames; classify event streams with `reverb-edge dvs`"
             )
-        if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1:
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, np.integer)) or smoothing < 1:
             raise InputError(f"smoothing must be a whole number of frames >= 1, got {smoothing!r}")
-        if roi is not None:
-            roi = tuple(int(v) for v in roi)
-            if len(roi) != 4 or roi[0] < 0 or roi[1] < 0 or roi[2] < 1 or roi[3] < 1:
-                raise InputError(f"roi must be (left, top, width, height) with width, height >= 1, got {roi!r}")
         self.engine = engine
-        self.roi = roi
-        self.smoothing = smoothing
-        self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=smoothing)
+        self.roi = _check_roi(roi) if roi is not None else None
+        self.smoothing = int(smoothing)
+        self._recent: collections.deque[np.ndarray] = collections.deque(maxlen=self.smoothing)
         self._finish_times: collections.deque[float] = collections.deque(maxlen=FPS_WINDOW_FRAMES)
 
     def region(self, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -108,8 +128,8 @@ class FrameClassifier:
         left, top, box_width, box_height = self.roi
         if left + box_width > width or top + box_height > height:
             raise InputError(
-                f"region of interest {self.roi} (left, top, width, height) does not fit in the "
-                f"{width}×{height} frame; pick a box inside it"
+                f"region of interest left={left}, top={top}, width={box_width}, height={box_height} "
+                f"does not fit in the {width}×{height} frame; pass a box inside it (--roi)"
             )
         return self.roi
 
@@ -123,9 +143,14 @@ class FrameClassifier:
         self.engine.predict(np.zeros(self.engine.input_spec.shape, dtype=np.float32))
 
     def classify(self, image: np.ndarray, frame: int = 0, captured_at: float | None = None,
-                 dropped: int = 0) -> FramePrediction:
-        """Classify one RGB uint8 frame of shape (H, W, 3)."""
+                 dropped: int = 0, name: str | None = None) -> FramePrediction:
+        """Classify one RGB uint8 frame of shape (H, W, 3), or a Pillow image."""
         started = time.monotonic()
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            shape = getattr(image, "shape", type(image).__name__)
+            raise InputError(f"expected an RGB uint8 frame of shape (H, W, 3) or a Pillow image, got {shape}")
         left, top, width, height = box = self.region(image.shape)
         x = self.engine.preprocess(image[top:top + height, left:left + width])
         probabilities = softmax(self.engine.predict(x))
@@ -151,4 +176,5 @@ class FrameClassifier:
             fps=fps,
             dropped=dropped,
             roi=box,
+            name=name,
         )

@@ -26,6 +26,7 @@ from PIL import Image
 from .capture import CaptureThread, LatestFrame
 from .classify import FrameClassifier, FramePrediction
 from .overlay import draw_overlay
+from ..errors import InputError, ReverbError
 from .sources import FrameSource, SourceError
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,16 @@ class CameraLoop:
     def __init__(self, engine, source: FrameSource, roi=None, smoothing: int = 1, every_frame: bool = False,
                  annotate: bool = False, retries: int = 5, retry_delay: float = 0.5,
                  stall_timeout: float = 30.0) -> None:
+        if not isinstance(source, FrameSource):
+            raise InputError(
+                f"source must be a FrameSource, got {type(source).__name__}; make one with open_source('auto')"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InputError(f"retries must be a whole number >= 0, got {retries!r}")
+        if not retry_delay >= 0 or not stall_timeout > 0:
+            raise InputError(
+                f"retry_delay must be >= 0 and stall_timeout > 0 seconds, got {retry_delay!r} and {stall_timeout!r}"
+            )
         self.classifier = FrameClassifier(engine, roi=roi, smoothing=smoothing)
         self.source = source
         self.annotate = annotate
@@ -89,6 +100,8 @@ class CameraLoop:
         self.stop()
 
     def __iter__(self) -> Iterator[LoopResult]:
+        if self.slot.closed or (self.capture.ident is not None and not self.capture.is_alive()):
+            raise ReverbError("this CameraLoop has ended; create a new CameraLoop to capture again")
         self.start()
         try:
             yield from self._results()
@@ -103,7 +116,8 @@ class CameraLoop:
                 if self.slot.closed:
                     return
                 idle = time.monotonic() - max(waited_since, self.capture.last_activity)
-                if idle > self.stall_timeout:
+                # Files and the pattern may be paced slower than the timeout; only cameras stall.
+                if self.source.live and idle > self.stall_timeout:
                     raise SourceError(
                         f"no frame from {self.source.description} for {self.stall_timeout:g} s; "
                         "check the camera connection"
@@ -111,7 +125,7 @@ class CameraLoop:
                 continue
 
             prediction = self.classifier.classify(
-                captured.image, captured.index, captured.captured_at, self.slot.dropped
+                captured.image, captured.index, captured.captured_at, self.slot.dropped, captured.name
             )
             self.classified += 1
             annotated = draw_overlay(captured.image, prediction) if self.annotate else None

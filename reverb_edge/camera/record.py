@@ -38,8 +38,14 @@ class FrameRecorder:
         suffix = self.path.suffix.lower()
         if suffix not in RECORD_SUFFIXES:
             raise InputError(f"cannot record to {self.path}: use a file ending in {', '.join(RECORD_SUFFIXES)}")
-        if not self.path.resolve().parent.is_dir():
-            raise InputError(f"folder {self.path.resolve().parent} does not exist; create it first")
+        folder = self.path.resolve().parent
+        if not folder.is_dir():
+            raise InputError(f"folder {folder} does not exist; create it first")
+        if self.path.is_dir():
+            raise InputError(f"cannot record to {self.path}: it is a folder; pass a file name")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"cannot record to {self.path}: folder {folder} is not writable; pick another folder")
+        #: Playback rate written into the file; it may be changed until the first frame is written.
         self.frame_rate = frame_rate
         self.frames = 0
         self._suffix = suffix
@@ -60,30 +66,49 @@ class FrameRecorder:
             jpeg = None
 
         if self._file is not None:
-            self._file.write(jpeg if jpeg is not None else encode_jpeg(image))
+            try:
+                self._file.write(jpeg if jpeg is not None else encode_jpeg(image))
+            except OSError as err:
+                raise InputError(f"cannot write recording {self.path}: {err.strerror or err}") from err
         else:
             self._writer.write(np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1]))
         self.frames += 1
 
     def _open(self) -> None:
         if self._suffix not in _FOURCC:
-            self._file = open(self.path, "wb")
+            try:
+                self._file = open(self.path, "wb")
+            except OSError as err:
+                raise InputError(f"cannot write recording {self.path}: {err.strerror or err}") from err
             return
         cv2 = self._cv2
         writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*_FOURCC[self._suffix]),
                                  self.frame_rate, self._size)
         if not writer.isOpened():
-            raise InputError(f"OpenCV cannot write {self.path}; record to .mjpeg or .avi instead")
+            raise InputError(
+                f"OpenCV cannot open {self.path} for writing; check that the folder is writable and has "
+                "space, or record to .mjpeg"
+            )
         self._writer = writer
 
     def close(self) -> None:
-        """Finish the file."""
+        """Finish the file.
+
+        Raises:
+            InputError: the file could not be written; OpenCV reports write errors
+                only as warnings, so an empty file after frames were written counts as one.
+        """
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as err:
+                raise InputError(f"cannot write recording {self.path}: {err.strerror or err}") from err
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            if self.frames and (not self.path.is_file() or self.path.stat().st_size == 0):
+                raise InputError(f"recording {self.path} failed: the file is empty after {self.frames} frames")
         logger.info("recorded %d frames to %s", self.frames, self.path)
 
     def __enter__(self) -> "FrameRecorder":

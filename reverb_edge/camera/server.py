@@ -13,6 +13,9 @@ Endpoints:
 - ``GET /health``: ``{"status": "ok" | "starting" | "stopped", ...}``, with
   status 200 only while frames are being classified.
 
+A client that sends slowly or never reads holds its connection for at most
+10 s, and :meth:`PreviewServer.stop` shuts down every open connection.
+
 The server is the standard library's ``ThreadingHTTPServer``, one thread per
 connection: four read-only endpoints need no web framework, and a Raspberry
 Pi image then needs no extra package. It has no authentication and no TLS,
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from http import HTTPStatus
@@ -68,9 +72,16 @@ async function refresh() {
     }
   } catch (error) {
     document.getElementById("details").textContent = "server not reachable";
+    failures += 1;
+    if (failures >= 20) {
+      clearInterval(timer);  // the camera command has ended; reload the page to resume
+    }
+    return;
   }
+  failures = 0;
 }
-setInterval(refresh, 250);
+let failures = 0;
+const timer = setInterval(refresh, 250);
 refresh();
 </script>
 </body>
@@ -147,13 +158,14 @@ class _Handler(BaseHTTPRequestHandler):
         "/snapshot.jpg": "_snapshot",
         "/prediction": "_prediction",
         "/health": "_health",
+        "/favicon.ico": "_no_icon",
     }
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         handler = self.routes.get(path)
         if handler is None:
-            paths = ", ".join(route for route in self.routes if route != "/index.html")
+            paths = ", ".join(route for route in self.routes if route not in ("/index.html", "/favicon.ico"))
             self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}; the paths are {paths}"})
             return
         try:
@@ -169,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _method_not_allowed(self) -> None:
         self._send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{self.command} is not supported; use GET"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _method_not_allowed
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _method_not_allowed
 
     _head_only = False
 
@@ -186,6 +198,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: HTTPStatus, data: dict) -> None:
         self._send(status, "application/json", json.dumps(data).encode())
+
+    def _no_icon(self) -> None:
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self.end_headers()
 
     def _page(self) -> None:
         self._send(HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode())
@@ -255,7 +271,31 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address, view: LiveView) -> None:
         self.view = view
         self.stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def disconnect_clients(self) -> None:
+        """Shut down every open connection, so that no client can hold a request thread."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the client
+                pass
 
 
 class PreviewServer:
@@ -284,6 +324,8 @@ class PreviewServer:
 
     def start(self) -> None:
         """Start serving requests on a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("this PreviewServer was already started; create a new one to serve again")
         self._thread = threading.Thread(target=self._server.serve_forever, name="preview server", daemon=True)
         self._thread.start()
         logger.info("serving the camera view at %s", self.url)
@@ -292,9 +334,12 @@ class PreviewServer:
         """End the streams, stop the server and wait for every request thread."""
         self.view.close()
         self._server.stopping.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             self._server.shutdown()
             self._thread.join()
+        # A client that sends slowly or never reads would otherwise keep its thread, and
+        # server_close(), waiting.
+        self._server.disconnect_clients()
         self._server.server_close()
 
     def __enter__(self) -> "PreviewServer":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import InputError, MissingExtraError, ReverbError
-from ..preprocess import list_images, load_image
+from ..preprocess import IMAGE_SUFFIXES, convert_mode, list_images, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ __all__ = [
     "open_source",
 ]
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpeg", ".mjpg", ".mpg", ".mpeg"})
 
 OPENCV_INSTALL = 'pip install "reverb-edge[camera]" (or: pip install opencv-python-headless)'
 
@@ -187,24 +186,35 @@ class ImageFolderSource(FrameSource):
         self.frame_rate = float(frame_rate)
         self.loop = loop
         self.description = f"images in {path}" if Path(path).is_dir() else f"image {path}"
-        self.current_path: Path | None = None
+        self.frame_name: str | None = None
+        self.unreadable: set[Path] = set()
         self._position = 0
 
     def open(self) -> None:
         self._position = 0
 
     def read(self) -> np.ndarray:
-        if self._position >= len(self.paths):
-            if not self.loop:
-                raise EndOfStream(f"no more images in {self.description}")
-            self._position = 0
-        self.current_path = self.paths[self._position]
-        self._position += 1
-        try:
-            image = load_image(self.current_path)
-        except InputError as err:
-            raise SourceError(str(err)) from err
-        return np.asarray(image.convert("RGB"))
+        while True:
+            if len(self.unreadable) == len(self.paths):
+                raise SourceError(f"none of the {len(self.paths)} files of {self.description} is a readable image")
+            if self._position >= len(self.paths):
+                if not self.loop:
+                    raise EndOfStream(f"no more images in {self.description}")
+                self._position = 0
+            path = self.paths[self._position]
+            self._position += 1
+            if path in self.unreadable:
+                continue
+            try:
+                # The same colour conversion as preprocess_image: transparency over white, 16 bits scaled.
+                image = convert_mode(load_image(path), 3)
+            except InputError as err:
+                # One unreadable photo does not end a folder, as with `reverb-edge predict`.
+                logger.warning("skipping unreadable image: %s", err)
+                self.unreadable.add(path)
+                continue
+            self.frame_name = path.name
+            return np.asarray(image)
 
     def close(self) -> None:
         pass
@@ -236,9 +246,14 @@ class VideoFileSource(FrameSource):
     def open(self) -> None:
         cv2 = import_opencv()
         self.close()
+        if self.path.stat().st_size == 0:
+            raise SourceError(f"video file {self.path} is empty (0 bytes)")
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
-            raise SourceError(f"OpenCV cannot decode video file {self.path}; convert it to MP4 (H.264) or MJPEG AVI")
+            raise SourceError(
+                f"OpenCV cannot decode video file {self.path}: it is truncated, corrupt or uses a codec that "
+                "OpenCV's FFmpeg lacks; convert it to MP4 (H.264) or MJPEG AVI"
+            )
         fps = capture.get(cv2.CAP_PROP_FPS)
         # Some containers carry no rate, and OpenCV then reports 0 or nonsense.
         self.frame_rate = float(fps) if 0 < fps <= 1000 else 25.0
@@ -344,7 +359,7 @@ def _yuv420_to_rgb(flat: np.ndarray, width: int, height: int, stride: int) -> np
     """Convert I420 to RGB with the full-range BT.601 (JPEG) equations."""
     # NOTE: picamera2's video configurations may use limited-range Rec. 709; the full-range
     # BT.601 equations then give slightly flat colours. The Y (luma) channel is exact either way.
-    chroma_width, chroma_height, chroma_stride = (width + 1) // 2, (height + 1) // 2, stride // 2
+    chroma_width, chroma_height, chroma_stride = (width + 1) // 2, (height + 1) // 2, (stride + 1) // 2
     luma = _rows(flat, 0, height, width, stride).astype(np.float32)
     u_offset = height * stride
     v_offset = u_offset + chroma_height * chroma_stride
@@ -374,18 +389,29 @@ def buffer_to_rgb(buffer, pixel_format: str, size: tuple[int, int], stride: int)
             f"{', '.join(PICAMERA_FORMATS)}"
         )
     bytes_per_pixel, rgb_order = PICAMERA_FORMATS[pixel_format]
-    width, height = size
+    try:
+        width, height = size
+    except (TypeError, ValueError) as err:
+        raise SourceError(f"picamera2 frame size must be (width, height), got {size!r}") from err
+    for name, value in (("width", width), ("height", height), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise SourceError(f"picamera2 frame {name} must be a whole number >= 1, got {value!r}")
     row_bytes = width * bytes_per_pixel
     if stride < row_bytes:
         raise SourceError(f"picamera2 stride {stride} is less than width {width} × {bytes_per_pixel} bytes")
 
-    flat = np.frombuffer(buffer, dtype=np.uint8) if not isinstance(buffer, np.ndarray) else buffer.reshape(-1)
-    if flat.dtype != np.uint8:
-        raise SourceError(f"picamera2 buffer has dtype {flat.dtype}; expected bytes (uint8)")
+    if isinstance(buffer, np.ndarray):
+        # Any array is read as its raw bytes, as picamera2's buffers are.
+        flat = np.ascontiguousarray(buffer).reshape(-1).view(np.uint8)
+    else:
+        try:
+            flat = np.frombuffer(buffer, dtype=np.uint8)
+        except TypeError as err:
+            raise SourceError(f"picamera2 buffer must be bytes or a numpy array, got {type(buffer).__name__}") from err
     if pixel_format == "YUV420":
         # The last chroma row may end without its padding.
         chroma_rows = (height + 1) // 2
-        needed = height * stride + (2 * chroma_rows - 1) * (stride // 2) + (width + 1) // 2
+        needed = height * stride + (2 * chroma_rows - 1) * ((stride + 1) // 2) + (width + 1) // 2
     else:
         # The last row may end without its padding, so only (height - 1) full strides are required.
         needed = (height - 1) * stride + row_bytes
@@ -499,8 +525,8 @@ def _picamera2_available() -> bool:
         return False
 
 
-def open_source(spec: str, size: tuple[int, int] | None = None, frame_rate: float | None = None,
-                loop: bool = False) -> FrameSource:
+def open_source(spec: str | int | os.PathLike, size: tuple[int, int] | None = None,
+                frame_rate: float | None = None, loop: bool = False) -> FrameSource:
     """Return the :class:`FrameSource` that ``spec`` names (see the module docstring); it is not opened yet.
 
     ``size`` (width, height) sets the capture size of cameras and the
@@ -512,7 +538,13 @@ def open_source(spec: str, size: tuple[int, int] | None = None, frame_rate: floa
         InputError: ``spec`` names nothing that exists.
         MissingExtraError: the package that the source needs is not installed.
     """
-    spec = spec.strip()
+    if isinstance(spec, bool) or not isinstance(spec, (str, int, os.PathLike)):
+        raise InputError(f"source must be a string, a camera number or a path, got {type(spec).__name__}")
+    spec = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec).strip()
+    if not spec:
+        raise InputError("the frame source is empty; pass auto, a camera, a video file, an image folder or synthetic")
+    if frame_rate is not None and not frame_rate > 0:
+        raise InputError(f"frame_rate must be positive, got {frame_rate!r}")
     camera_size = size or DEFAULT_SIZE
     if spec == "auto":
         if _picamera2_available():
@@ -531,6 +563,9 @@ def open_source(spec: str, size: tuple[int, int] | None = None, frame_rate: floa
             raise InputError(f"expected picamera2 or picamera2:N with a camera number N, got {spec!r}")
         return Picamera2Source(int(number or 0), camera_size)
     if spec.isdigit():
+        device = Path(f"/dev/video{spec}")
+        if sys.platform.startswith("linux") and not device.exists():
+            raise InputError(f"camera device {device} does not exist; list the cameras with: ls /dev/video*")
         return OpenCVCameraSource(int(spec), camera_size, frame_rate)
     if spec.startswith("/dev/"):
         if not Path(spec).exists():
@@ -543,6 +578,8 @@ def open_source(spec: str, size: tuple[int, int] | None = None, frame_rate: floa
             f"frame source {spec!r} not found: expected a camera (auto, picamera2[:N], N, /dev/videoN), "
             "a video file, an image folder or 'synthetic'"
         )
-    if path.is_dir() or path.suffix.lower() not in VIDEO_SUFFIXES:
+    # Any file without an image suffix goes to OpenCV, whose FFmpeg backend reads most video
+    # containers (.mp4, .avi, .mkv, .3gp, .ts, …) whatever the file is called.
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFolderSource(path, frame_rate or 2.0, loop=loop)
     return VideoFileSource(path, loop=loop)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import signal
 import sys
+import threading
 import time
 
 import click
@@ -15,11 +17,13 @@ from ..camera.loop import CameraLoop
 from ..camera.overlay import encode_jpeg, status_text
 from ..camera.record import RECORD_SUFFIXES, FrameRecorder
 from ..camera.server import LiveView, PreviewServer, parse_address
-from ..camera.sources import open_source
+from ..camera.sources import VideoFileSource, open_source
 from ..engine import Engine
 from ..errors import ReverbError
 from . import main
 from .options import backend_option, fail, json_option
+
+logger = logging.getLogger(__name__)
 
 
 def _parse_size(value: str | None) -> tuple[int, int] | None:
@@ -43,7 +47,7 @@ def _parse_roi(value: str | None) -> tuple[int, int, int, int] | None:
         roi = ()
     if len(roi) != 4 or min(roi[:2]) < 0 or min(roi[2:]) < 1:
         raise click.BadParameter(
-            f"expected LEFT,TOP,WIDTH,HEIGHT in pixels with WIDTH and HEIGHT >= 1, got {value!r}",
+            f"expected LEFT,TOP,WIDTH,HEIGHT in pixels with LEFT, TOP >= 0 and WIDTH, HEIGHT >= 1, got {value!r}",
             param_hint="--roi",
         )
     return roi
@@ -116,36 +120,49 @@ def camera_command(model, source, size_text, fps, roi_text, smooth, serve, recor
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--serve")
 
-    with contextlib.ExitStack() as cleanup:
+    try:
+        engine = Engine.load(model, backend=backend)
+        frame_source = open_source(source, size=size, frame_rate=fps, loop=loop_source)
+        loop = CameraLoop(engine, frame_source, roi=roi, smoothing=smooth, every_frame=every_frame,
+                          annotate=bool(serve or record_path), retries=retries, retry_delay=retry_delay)
+        recorder = FrameRecorder(record_path) if record_path is not None else None
+    except ReverbError as err:
+        raise fail(err) from err
+    except OSError as err:  # such as a file name too long for the file system
+        raise fail(ReverbError(f"cannot open {err.filename or 'a file'}: {err.strerror or err}")) from err
+    if isinstance(frame_source, VideoFileSource):
+        for option, value in (("--fps", fps), ("--size", size_text)):
+            if value is not None:
+                logger.warning("%s does not apply to video files and is ignored; the video plays at its own rate "
+                               "and size", option)
+
+    view = server = None
+    if address is not None:
+        view = LiveView({"model": str(engine.model.path), "source": frame_source.description})
         try:
-            engine = Engine.load(model, backend=backend)
-            frame_source = open_source(source, size=size, frame_rate=fps, loop=loop_source)
-            loop = CameraLoop(engine, frame_source, roi=roi, smoothing=smooth, every_frame=every_frame,
-                              annotate=bool(serve or record_path), retries=retries, retry_delay=retry_delay)
-            recorder = None
-            if record_path is not None:
-                recorder = cleanup.enter_context(FrameRecorder(record_path, frame_source.frame_rate or 15.0))
-            view = None
-            if address is not None:
-                view = LiveView({"model": str(engine.model.path), "source": frame_source.description})
-                server = PreviewServer(view, *address)
-                cleanup.enter_context(server)
-                click.echo(f"serving {server.url}", err=True)
+            server = PreviewServer(view, *address)
         except OSError as err:
             raise click.BadParameter(f"cannot listen on {serve}: {err.strerror or err}", param_hint="--serve")
-        except ReverbError as err:
-            raise fail(err) from err
 
-        summary = _run(loop, view, recorder, max_frames, duration, as_json)
-        summary.update(model=str(engine.model.path), source=frame_source.description)
+    try:
+        with contextlib.ExitStack() as cleanup:
+            if server is not None:
+                cleanup.enter_context(server)
+                click.echo(f"serving {server.url}", err=True)
+            if recorder is not None:
+                cleanup.enter_context(recorder)
+            summary = _run(loop, view, recorder, max_frames, duration, as_json)
+    except ReverbError as err:
+        raise fail(err) from err
+    summary.update(model=str(engine.model.path), source=frame_source.description)
 
     if as_json:
         click.echo(json.dumps({"summary": summary}))
     else:
         click.echo(
             f"{summary['frames']} frames classified in {summary['seconds']} s ({summary['fps']} fps), "
-            f"{summary['dropped']} skipped; latency mean {summary['latency_ms']['mean']} ms, "
-            f"p90 {summary['latency_ms']['p90']} ms"
+            f"{summary['dropped']} dropped while the classifier was busy; latency mean "
+            f"{summary['latency_ms']['mean']} ms, p90 {summary['latency_ms']['p90']} ms"
         )
 
 
@@ -153,14 +170,34 @@ def _run(loop, view, recorder, max_frames, duration, as_json) -> dict:
     """Iterate the loop, feeding the view, the recorder and the terminal; return the summary."""
     interactive = sys.stdout.isatty() and not as_json
     latencies = []
-    started = time.monotonic()
+    first_at = last_at = None
     stopped_by = "end of source"
+
+    # A timer ends the loop on time even when the source delivers no frame for a while.
+    timer = None
+    expired = threading.Event()
+
+    def end_of_duration():
+        expired.set()
+        loop.stop()
+
+    if duration is not None:
+        timer = threading.Timer(duration, end_of_duration)
+        timer.daemon = True
+        timer.start()
+
     try:
         with _sigterm_as_interrupt():
             for result in loop:
                 prediction = result.prediction
                 latencies.append(prediction.latency_ms)
+                last_at = time.monotonic()
+                first_at = first_at or last_at
                 record = prediction.to_dict()
+
+                if recorder is not None and recorder.frames == 0:
+                    # The source knows its frame rate only once it is open.
+                    recorder.frame_rate = loop.source.frame_rate or 15.0
 
                 if result.annotated is not None:
                     jpeg = encode_jpeg(result.annotated)
@@ -179,9 +216,6 @@ def _run(loop, view, recorder, max_frames, duration, as_json) -> dict:
                 if max_frames is not None and len(latencies) >= max_frames:
                     stopped_by = "--max-frames"
                     break
-                if duration is not None and time.monotonic() - started >= duration:
-                    stopped_by = "--duration"
-                    break
     except KeyboardInterrupt:
         stopped_by = "interrupt"
         click.echo("\nstopped" if interactive else "stopped", err=True)
@@ -190,17 +224,22 @@ def _run(loop, view, recorder, max_frames, duration, as_json) -> dict:
             click.echo("")
         raise fail(err) from err
     finally:
+        if timer is not None:
+            timer.cancel()
         loop.stop()
 
+    if expired.is_set() and stopped_by == "end of source":
+        stopped_by = "--duration"
     if interactive and stopped_by != "interrupt":
         click.echo("")
-    seconds = time.monotonic() - started
+    # The rate counts from the first classified frame, so loading the kernels does not lower it.
+    seconds = (last_at - first_at) if latencies else 0.0
     latency = np.array(latencies) if latencies else None
     return {
         "frames": len(latencies),
         "dropped": loop.slot.dropped,
         "seconds": round(seconds, 2),
-        "fps": round(len(latencies) / seconds, 2) if seconds > 0 else None,
+        "fps": round((len(latencies) - 1) / seconds, 2) if seconds > 0 else None,
         "stopped_by": stopped_by,
         "latency_ms": {
             "mean": round(float(latency.mean()), 3) if latency is not None else None,
