@@ -3,8 +3,8 @@
 A camera delivers frames at its own pace while inference takes as long as it
 takes. :class:`CaptureThread` reads the source continuously and puts each
 frame into a :class:`LatestFrame` slot, replacing any frame that inference
-has not taken yet, so the classifier always gets the newest frame and memory
-holds at most one waiting frame. A failing camera is closed and reopened with
+has not taken yet, so the classifier always gets the newest frame and at most
+one frame waits in memory. A failing camera is closed and reopened with
 exponential backoff; after ``retries`` failed attempts in a row the thread
 stops and the consumer receives the error.
 """

@@ -92,7 +92,7 @@ class FrameClassifier:
     """Classify RGB frames with an :class:`~reverb_edge.Engine`, one frame at a time.
 
     Each frame is cropped to the region of interest and preprocessed as the
-    model's input spec says: grayscale or RGB, polarity, resize and
+    model's input spec sets out: grayscale or RGB, polarity, resize and
     normalisation (see :mod:`reverb_edge.preprocess`). The model then runs
     for its T timesteps.
 

@@ -13,7 +13,7 @@ Endpoints:
 - ``GET /health``: ``{"status": "ok" | "starting" | "stopped", ...}``, with
   status 200 only while frames are being classified.
 
-A client that sends slowly or never reads holds its connection for at most
+A client that sends slowly or never reads keeps its connection for at most
 10 s, and :meth:`PreviewServer.stop` shuts down every open connection.
 
 The server is the standard library's ``ThreadingHTTPServer``, one thread per

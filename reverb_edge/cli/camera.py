@@ -196,7 +196,7 @@ def _run(loop, view, recorder, max_frames, duration, as_json) -> dict:
                 record = prediction.to_dict()
 
                 if recorder is not None and recorder.frames == 0:
-                    # The source knows its frame rate only once it is open.
+                    # A video's frame rate is read when the source opens, so it is set here.
                     recorder.frame_rate = loop.source.frame_rate or 15.0
 
                 if result.annotated is not None:
