@@ -17,7 +17,7 @@ RUN pip install ".[samples]" && rm -rf /src
 
 # Compile the Numba kernels once at build time, so a container never compiles on its first frame.
 # The cache lands next to the installed package, which the non-root user can read.
-RUN python -c "import numpy as np; from reverb_edge import Engine; e = Engine.load('mnist'); e.predict(np.zeros(e.input_spec.shape, np.float32))"
+RUN reverb-edge warmup
 
 RUN useradd --create-home --uid 10001 reverb
 USER reverb

@@ -11,7 +11,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-from .engine import Engine, LayerStats
+from .jit_cache import configure_cache
+
+# Before any @njit(cache=True) decorator runs, so that a read-only install still imports.
+configure_cache()
+
+from .engine import Engine, LayerStats  # noqa: E402
 from .errors import ConversionError, GraphError, InputError, MissingExtraError, ModelFileError, ReverbError
 from .graph import Graph, InputSpec
 from .modelfile import Model, load_model, save_model

@@ -1,0 +1,88 @@
+"""``reverb-edge warmup``: compile and cache the kernels, so a device never compiles on its first frame."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import click
+import numpy as np
+
+from ..engine import Engine
+from ..errors import ReverbError
+from ..events.types import make_events
+from ..jit_cache import cache_dir
+from ..registry import SHIPPED_MODELS
+from . import main
+from .options import echo_json, fail, json_option
+
+# A fresh interpreter that imports the package, loads a model and classifies one input, as an app starts.
+COLD_START_SCRIPT = """
+import sys, time
+started = time.perf_counter()
+import numpy as np
+from reverb_edge import Engine
+engine = Engine.load(sys.argv[1])
+engine.predict(np.zeros(engine.input_spec.shape, dtype=np.float32))
+print(time.perf_counter() - started)
+"""
+
+
+def warm_up(engine: Engine) -> None:
+    """Run every code path of ``engine`` once: direct encoding, frames and, for DVS models, events."""
+    x = np.zeros(engine.input_spec.shape, dtype=np.float32)
+    engine.predict(x)
+    engine.predict_frames(np.stack([x, x]))
+    encoding = engine.input_spec.events
+    if encoding is not None:
+        width, height = encoding.sensor_size[:2]
+        events = make_events([0, width - 1], [0, height - 1], [0, encoding.window_us - 1], [0, 1])
+        engine.predict_events(events)
+        engine.predict_events(events, event_driven=False)
+
+
+def cold_start_seconds(model: str) -> float:
+    """Return the seconds a new Python process takes to import reverb_edge, load ``model`` and predict once."""
+    completed = subprocess.run([sys.executable, "-c", COLD_START_SCRIPT, model], capture_output=True, text=True,
+                               timeout=600)
+    if completed.returncode != 0:
+        raise ReverbError(f"the cold-start check of {model} failed: {completed.stderr.strip().splitlines()[-1]}")
+    return float(completed.stdout.strip())
+
+
+@main.command("warmup")
+@click.argument("models", nargs=-1)
+@click.option("--check", is_flag=True,
+              help="Then time a cold start (new process: import, load, first inference) of each model.")
+@json_option
+def warmup_command(models, check, as_json):
+    """Compile the engine's kernels for MODELS (default: every shipped model) into Numba's cache.
+
+    Run it once after installing, for example in a Dockerfile or an install
+    script, so that the first frame on the device does not wait for the
+    compiler. The cache stays valid until reverb-edge, Numba or the CPU changes.
+    """
+    models = models or tuple(sorted(SHIPPED_MODELS))
+    report = {"cache_dir": str(cache_dir()), "models": {}}
+    for model in models:
+        started = time.perf_counter()
+        try:
+            warm_up(Engine.load(model))
+        except ReverbError as err:
+            raise fail(err) from err
+        entry = {"warmup_s": round(time.perf_counter() - started, 3)}
+        if check:
+            try:
+                entry["cold_start_s"] = round(cold_start_seconds(model), 3)
+            except ReverbError as err:
+                raise fail(err) from err
+        report["models"][model] = entry
+
+    if as_json:
+        echo_json(report)
+        return
+    for model, entry in report["models"].items():
+        cold = f", cold start {entry['cold_start_s']} s" if "cold_start_s" in entry else ""
+        click.echo(f"{model}: warmed up in {entry['warmup_s']} s{cold}")
+    click.echo(f"kernels cached in {report['cache_dir']}")

@@ -1,0 +1,54 @@
+"""``reverb-edge warmup`` and the Numba cache folder of read-only installs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from reverb_edge.cli import main
+from reverb_edge.jit_cache import configure_cache
+
+
+def test_warmup_json_reports_models():
+    result = CliRunner().invoke(main, ["warmup", "mnist", "nmnist", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["models"]) == {"mnist", "nmnist"}
+    assert report["models"]["mnist"]["warmup_s"] > 0
+    assert Path(report["cache_dir"]).is_absolute()
+
+
+def test_warmup_unknown_model():
+    result = CliRunner().invoke(main, ["warmup", "no-such-model"])
+    assert result.exit_code == 1
+    assert "no-such-model" in result.output
+
+
+def test_cache_falls_back_when_read_only(monkeypatch):
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    # /proc refuses new folders even to root, like a read-only install and a missing home.
+    fallback = configure_cache(Path("/proc/reverb-edge/kernels"), Path("/proc/reverb-edge-cache"))
+    assert fallback is not None
+    assert fallback.is_dir()
+    assert config.CACHE_DIR == str(fallback)
+
+
+def test_cache_keeps_writable_install(monkeypatch, tmp_path):
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CACHE_DIR", "")
+    assert configure_cache(tmp_path / "kernels", Path("/proc/reverb-edge-cache")) is None
+    assert config.CACHE_DIR == ""
+
+
+def test_read_only_home_still_imports(tmp_path):
+    script = "import numpy as np; from reverb_edge import Engine; e = Engine.load('mnist'); " \
+             "print(int(e.predict(np.zeros(e.input_spec.shape, np.float32)).argmax()))"
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/proc/no-home", "XDG_CACHE_HOME": "/proc/no-cache",
+           "TMPDIR": str(tmp_path)}
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr
