@@ -81,8 +81,8 @@ def test_latest_frame_keeps_newest():
     slot = LatestFrame()
     for index in range(5):
         slot.put(CapturedFrame(index, np.zeros((1, 1, 3), np.uint8), 0.0))
-    taken = slot.get(timeout=0)
-    assert taken.index == 4
+    newest = slot.get(timeout=0)
+    assert newest.index == 4
     assert slot.dropped == 4
     assert slot.get(timeout=0) is None
 

@@ -238,13 +238,13 @@ def test_image_folder_in_name_order(tmp_path):
 
 def test_synthetic_digits_cycle():
     source = SyntheticSource(size=(64, 48), frame_rate=10, seconds_per_digit=0.2)
-    shown = []
+    digits = []
     with source:
         for _ in range(6):
             frame = source.read()
-            shown.append(source.digit)
+            digits.append(source.digit)
     assert frame.shape == (48, 64, 3)
-    assert shown == [0, 0, 1, 1, 2, 2]
+    assert digits == [0, 0, 1, 1, 2, 2]
 
 
 def test_open_source_names(tmp_path):

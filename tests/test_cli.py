@@ -206,3 +206,13 @@ def test_python_dash_m_runs_cli():
                                timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("reverb-edge, version")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("34", "expected WIDTHxHEIGHT such as 34x34"), ("0x34", "width and height must be 1 to 65536")],
+)
+def test_dvs_bad_sensor_size(text, message):
+    result = CliRunner().invoke(main, ["dvs", "nmnist", "--source", "missing.bin", "--sensor-size", text])
+    assert result.exit_code == 2
+    assert message in result.output

@@ -5,8 +5,8 @@ takes. :class:`CaptureThread` reads the source continuously and puts each
 frame into a :class:`LatestFrame` slot, replacing any frame that inference
 has not taken yet, so the classifier always gets the newest frame and at most
 one frame waits in memory. A failing camera is closed and reopened with
-exponential backoff; after ``retries`` failed attempts in a row the thread
-stops and the consumer receives the error.
+exponential backoff. After ``retries`` failed attempts in a row the thread
+stops, and the consumer receives the error.
 """
 
 from __future__ import annotations
@@ -117,7 +117,6 @@ class CaptureThread(threading.Thread):
         self.max_retry_delay = max_retry_delay
         self.pace = pace
         self.frames = 0
-        self.failures = 0
         self._frames_since_open = 0
         #: ``time.monotonic()`` of the last frame or reopen attempt, for stall detection.
         self.last_activity = time.monotonic()
@@ -160,7 +159,6 @@ class CaptureThread(threading.Thread):
             except SourceError as err:
                 if not self.source.live or self._stopping.is_set():
                     raise
-                self.failures += 1
                 # Frames since the last open mean the camera worked again, so the count restarts.
                 attempts = 1 if self._frames_since_open > 0 else attempts + 1
                 try:
@@ -168,10 +166,10 @@ class CaptureThread(threading.Thread):
                 except Exception as close_error:
                     logger.warning("closing %s failed: %s", self.source.description, close_error)
                 if attempts > self.retries:
-                    what = "stopped delivering frames" if self.frames else "delivered no frame"
+                    failure = "stopped delivering frames" if self.frames else "delivered no frame"
                     tries = "1 retry" if self.retries == 1 else f"{self.retries} retries"
                     raise SourceError(
-                        f"{self.source.description} {what}; gave up after {tries} (last error: {err})"
+                        f"{self.source.description} {failure}; gave up after {tries} (last error: {err})"
                     ) from err
                 delay = min(self.retry_delay * 2 ** (attempts - 1), self.max_retry_delay)
                 logger.warning("%s; retry %d of %d in %.1f s", err, attempts, self.retries, delay)

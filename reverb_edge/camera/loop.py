@@ -84,7 +84,7 @@ class CameraLoop:
 
     def start(self) -> None:
         """Load the kernels and start the capture thread (iteration starts it too)."""
-        if not self.capture.is_alive() and not self.slot.closed and self.capture.ident is None:
+        if self.capture.ident is None and not self.slot.closed:
             self.classifier.warm_up()
             self.capture.start()
 

@@ -116,8 +116,8 @@ class FrameSource(ABC):
 class SyntheticSource(FrameSource):
     """Digits 0–9 drawn in dark ink on light paper, each shown for ``seconds_per_digit``.
 
-    The digit drifts a little and the paper carries sensor-like noise, so each
-    frame differs. :attr:`digit` is the digit of the last frame read, for
+    The digit drifts a little and each pixel gets Gaussian noise (standard
+    deviation 6 gray levels), so each frame differs. :attr:`digit` is the digit of the last frame read, for
     checking predictions. Frames are generated at ``frame_rate``.
     """
 

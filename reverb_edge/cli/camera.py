@@ -21,21 +21,9 @@ from ..camera.sources import VideoFileSource, open_source
 from ..engine import Engine
 from ..errors import ReverbError
 from . import main
-from .options import backend_option, fail, json_option
+from .options import backend_option, fail, json_option, parse_size
 
 logger = logging.getLogger(__name__)
-
-
-def _parse_size(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        width, height = (int(part) for part in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT such as 640x480, got {value!r}", param_hint="--size")
-    if not (16 <= width <= 8192 and 16 <= height <= 8192):
-        raise click.BadParameter(f"width and height must be 16 to 8192 pixels, got {value!r}", param_hint="--size")
-    return width, height
 
 
 def _parse_roi(value: str | None) -> tuple[int, int, int, int] | None:
@@ -111,7 +99,7 @@ def camera_command(model, source, size_text, fps, roi_text, smooth, serve, recor
     final summary object) until the source ends, --max-frames or --duration
     is reached, or Ctrl-C.
     """
-    size = _parse_size(size_text)
+    size = parse_size(size_text, "--size", "640x480", minimum=16, maximum=8192)
     roi = _parse_roi(roi_text)
     address = None
     if serve is not None:

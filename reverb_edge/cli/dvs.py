@@ -15,7 +15,7 @@ from ..events.online import StreamClassifier
 from ..events.readers import FORMATS
 from ..events.sources import open_source
 from . import main
-from .options import echo_json, fail, json_option
+from .options import echo_json, fail, json_option, parse_size
 
 
 def _fitter(source_size, model_size):
@@ -55,14 +55,7 @@ def dvs_command(model, source, window_ms, hop_ms, file_format, sensor_size, real
     for name, value in (("--window", window_ms), ("--hop", hop_ms)):
         if value is not None and not math.isfinite(value):
             raise click.BadParameter(f"expected a finite number of milliseconds, got {value}", param_hint=name)
-    size = None
-    if sensor_size is not None:
-        try:
-            size = tuple(int(part) for part in sensor_size.lower().split("x"))
-        except ValueError:
-            size = ()
-        if len(size) != 2 or min(size) < 1:
-            raise click.BadParameter(f"expected WIDTHxHEIGHT such as 34x34, got {sensor_size!r}", param_hint="--sensor-size")
+    size = parse_size(sensor_size, "--sensor-size", "34x34")
     try:
         engine = Engine.load(model)
         classifier = StreamClassifier(

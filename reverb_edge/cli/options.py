@@ -35,6 +35,21 @@ def fail(err: Exception) -> "click.ClickException":
     return click.ClickException(str(err))
 
 
+def parse_size(text: str | None, option: str, example: str, minimum: int = 1, maximum: int = 65536):
+    """Parse ``WIDTHxHEIGHT`` into (width, height), or raise a click error naming ``option``; None stays None."""
+    if text is None:
+        return None
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT such as {example}, got {text!r}", param_hint=option)
+    if not (minimum <= width <= maximum and minimum <= height <= maximum):
+        raise click.BadParameter(
+            f"width and height must be {minimum} to {maximum} pixels, got {text!r}", param_hint=option
+        )
+    return width, height
+
+
 def check_output_folders(paths: dict) -> None:
     """Fail before long work starts when the folder of an output file (option -> path or None) is missing."""
     for option, path in paths.items():
@@ -54,4 +69,4 @@ def require_torch() -> None:
         ) from err
 
 
-__all__ = ["check_output_folders", "json_option", "backend_option", "default_data_dir", "echo_json", "fail", "require_torch", "ReverbError"]
+__all__ = ["check_output_folders", "parse_size", "json_option", "backend_option", "default_data_dir", "echo_json", "fail", "require_torch", "ReverbError"]
