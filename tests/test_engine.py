@@ -203,3 +203,26 @@ def test_engine_rejects_concurrent_use(mnist_like_path, rng):
         with pytest.raises(ReverbError, match="engine.clone\\(\\)"):
             engine.predict(x)
     assert engine.predict(x).shape == (10,)
+
+
+def test_binary_conv_engine_path_bitwise_equal(rng):
+    """The engine's ±1.0 float path gives exactly the packed-bit kernel's output."""
+    from reverb_edge import kernels
+    from reverb_edge.engine import _make_executor
+    from reverb_edge.nodes import Conv2d
+
+    node = Conv2d(name="conv", in_channels=6, out_channels=9, kernel_size=(3, 2), stride=(2, 1),
+                  padding=(1, 0, 2, 1), dilation=(1, 2), groups=3)
+    from reverb_edge.bitpack import pack_signs
+
+    words = pack_signs(rng.standard_normal((9, 3, 2, 2)))
+    tensors = {
+        "conv.weight": words,
+        "conv.scale": rng.uniform(0.5, 1.5, 9).astype(np.float32),
+        "conv.bias": rng.uniform(-0.2, 0.2, 9).astype(np.float32),
+    }
+    x = rng.standard_normal((6, 11, 13)).astype(np.float32)
+    x[rng.random(x.shape) < 0.6] = 0.0
+    expected = kernels.binary_conv2d(x, words, tensors["conv.scale"], tensors["conv.bias"], in_channels=6,
+                                     stride=node.stride, padding=node.padding, dilation=node.dilation, groups=3)
+    np.testing.assert_array_equal(_make_executor(node, tensors, kernels)(x), expected)
