@@ -50,6 +50,9 @@ setup(
         # Video files and V4L2 (USB) cameras; the headless build has no GUI dependencies.
         # Raspberry Pi cameras use picamera2 from the OS instead (apt install python3-picamera2).
         "camera": ["opencv-python-headless>=4.8"],
+        # The LiteRT peer of `reverb-edge bench`: the runtime, and the schema package and
+        # flatbuffers that write .tflite files without TensorFlow.
+        "bench": ["ai-edge-litert>=1.2", "tflite>=2.18", "flatbuffers>=24.3"],
         "dev": [
             "pytest>=7.4",
             "hypothesis>=6.90",
@@ -64,6 +67,9 @@ setup(
             "opencv-python-headless>=4.8",
             # Drives the system's Chromium (/usr/bin/chromium) in the browser test of the camera page.
             "playwright>=1.40",
+            "ai-edge-litert>=1.2",
+            "tflite>=2.18",
+            "flatbuffers>=24.3",
         ],
     },
     entry_points={"console_scripts": ["reverb-edge=reverb_edge.cli:main"]},

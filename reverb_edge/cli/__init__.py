@@ -21,6 +21,6 @@ def main(verbose: int, quiet: int) -> None:
     logging.captureWarnings(True)
 
 
-from . import camera, convert, dvs, evaluate, info, predict, train, train_nmnist, warmup  # noqa: E402  (subcommands register on main)
+from . import bench, camera, convert, dvs, evaluate, info, predict, train, train_nmnist, warmup  # noqa: E402  (subcommands register on main)
 
 __all__ = ["main"]

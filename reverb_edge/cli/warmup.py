@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import click
 import numpy as np
 
+from ..benchmark.bench import cold_start
 from ..engine import Engine
 from ..errors import ReverbError
 from ..events.types import make_events
@@ -16,18 +15,6 @@ from ..jit_cache import cache_dir
 from ..registry import SHIPPED_MODELS
 from . import main
 from .options import echo_json, fail, json_option
-
-# A fresh interpreter that imports the package, loads a model and classifies one input, as an app starts.
-COLD_START_SCRIPT = """
-import sys, time
-started = time.perf_counter()
-import numpy as np
-from reverb_edge import Engine
-engine = Engine.load(sys.argv[1])
-engine.predict(np.zeros(engine.input_spec.shape, dtype=np.float32))
-print(time.perf_counter() - started)
-"""
-
 
 def warm_up(engine: Engine) -> None:
     """Run every code path of ``engine`` once: direct encoding, frames and, for DVS models, events."""
@@ -40,15 +27,6 @@ def warm_up(engine: Engine) -> None:
         events = make_events([0, width - 1], [0, height - 1], [0, encoding.window_us - 1], [0, 1])
         engine.predict_events(events)
         engine.predict_events(events, event_driven=False)
-
-
-def cold_start_seconds(model: str) -> float:
-    """Return the seconds a new Python process takes to import reverb_edge, load ``model`` and predict once."""
-    completed = subprocess.run([sys.executable, "-c", COLD_START_SCRIPT, model], capture_output=True, text=True,
-                               timeout=600)
-    if completed.returncode != 0:
-        raise ReverbError(f"the cold-start check of {model} failed: {completed.stderr.strip().splitlines()[-1]}")
-    return float(completed.stdout.strip())
 
 
 @main.command("warmup")
@@ -74,7 +52,7 @@ def warmup_command(models, check, as_json):
         entry = {"warmup_s": round(time.perf_counter() - started, 3)}
         if check:
             try:
-                entry["cold_start_s"] = round(cold_start_seconds(model), 3)
+                entry["cold_start_s"] = cold_start(model, empty_cache=False)["seconds"]
             except ReverbError as err:
                 raise fail(err) from err
         report["models"][model] = entry

