@@ -17,11 +17,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterable
 
+import numba
 import numpy as np
 from tqdm import tqdm
 
 from . import kernels, reference
 from .bitpack import unpack_signs
+from .kernels.checks import check_float_conv2d, check_pool2d
+from .kernels.conv import PreparedConv2d, prepare_linear
+from .kernels.neuron import _add_kernel, _lif_step_kernel
+from .kernels.pool import avg_pool2d_hwc, max_pool2d_hwc
 from .errors import InputError, ReverbError
 from .graph import Graph, InputSpec
 from .modelfile import Model, load_model, validate_tensors
@@ -35,6 +40,17 @@ BACKENDS = {"numba": kernels, "reference": reference}
 # 2**27 float32 membrane potentials (512 MiB, plus as much again for spike buffers)
 # is far above any network that a Raspberry Pi-class board runs.
 MAX_STATE_ELEMENTS = 1 << 27
+
+
+def check_threads(threads) -> int:
+    """Return ``threads`` as an int in [1, the number of threads Numba may start], or raise InputError."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= limit:
+        raise InputError(
+            f"threads is {threads!r}, expected an int from 1 to {limit} (this machine's cores, "
+            "or NUMBA_NUM_THREADS when set)"
+        )
+    return int(threads)
 
 
 @dataclass
@@ -117,6 +133,60 @@ def _make_executor(node: Node, tensors: dict[str, np.ndarray], backend: ModuleTy
     raise InputError(f"node {node.name!r}: the engine has no executor for type {node.type_name}")
 
 
+def _float_weight(node: Conv2d | Linear, tensors: dict[str, np.ndarray]) -> np.ndarray:
+    """Return a layer's weights as floats, unpacking binary signs to ±1.0 (PyTorch's layout)."""
+    weight = tensors[f"{node.name}.weight"]
+    if node.weight_format != "binary":
+        return weight
+    if isinstance(node, Linear):
+        return unpack_signs(weight, node.in_features).astype(np.float32)
+    signs = unpack_signs(weight, node.in_channels // node.groups).astype(np.float32)
+    return np.ascontiguousarray(signs.transpose(0, 3, 1, 2))
+
+
+def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+
+
+def _make_fast_executor(node: Node, input_shape: tuple[int, ...], tensors: dict[str, np.ndarray], engine: "Engine") -> Callable:
+    """Bind a node into a function of channels-last arrays for the Numba backend.
+
+    Synaptic nodes return (output, non-zero inputs); the others return the
+    output. Outputs live in buffers allocated here, once, and are overwritten
+    by the node's next evaluation.
+    """
+    if isinstance(node, (Conv2d, Linear)):
+        weight = _float_weight(node, tensors)
+        scale, bias = tensors[f"{node.name}.scale"], tensors[f"{node.name}.bias"]
+        if isinstance(node, Linear):
+            layer = prepare_linear(weight, scale, bias)
+        else:
+            channels, height, width = input_shape
+            geometry = check_float_conv2d(
+                node.name, np.empty(input_shape, np.float32), weight, scale, bias, node.stride, node.padding, node.dilation, node.groups,
+            )[4]
+            layer = PreparedConv2d(weight, scale, bias, geometry, height, width)
+        return lambda x: layer(x, engine.threads)
+    if isinstance(node, (AvgPool2d, MaxPool2d)):
+        dilation = node.dilation if isinstance(node, MaxPool2d) else (1, 1)
+        geometry = check_pool2d(node.name, np.empty(input_shape, np.float32), node.kernel_size, node.stride, node.padding, dilation)[1]
+        out = np.empty((geometry.out_height, geometry.out_width, input_shape[0]), np.float32)
+        pool = avg_pool2d_hwc if isinstance(node, AvgPool2d) else max_pool2d_hwc
+        return lambda x: pool(x, geometry, out)
+    if isinstance(node, Flatten):
+        # Flatten in PyTorch's channels-first order, which the next layer's weights expect.
+        return lambda x: np.ascontiguousarray(x.transpose(2, 0, 1)).reshape(-1) if x.ndim == 3 else x.reshape(-1)
+    if isinstance(node, Add):
+        out = np.empty(_channels_last(input_shape), np.float32)
+
+        def add(a, b):
+            _add_kernel(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+            return out
+
+        return add
+    raise InputError(f"node {node.name!r}: the engine has no executor for type {node.type_name}")
+
+
 class Engine:
     """Run a ReverB-SNN model on the CPU, one sample at a time.
 
@@ -129,9 +199,10 @@ class Engine:
     or, for a stream, ``engine.reset()`` then ``engine.step(x)`` once per timestep.
     """
 
-    def __init__(self, model: Model, backend: str = "numba") -> None:
+    def __init__(self, model: Model, backend: str = "numba", threads: int = 1) -> None:
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        self.threads = check_threads(threads)
         validate_tensors(model.graph, model.tensors, str(model.path or "model"))
         state_elements = sum(int(np.prod(model.graph.shapes[n.name])) for n in model.graph.nodes if n.stateful)
         if state_elements > MAX_STATE_ELEMENTS:
@@ -143,26 +214,44 @@ class Engine:
         self.backend = backend
         graph = model.graph
         self._kernels = BACKENDS[backend]
-        self._executors = {node.name: _make_executor(node, model.tensors, self._kernels) for node in graph.nodes if not node.stateful}
+        # The Numba backend keeps feature maps channels-last (H, W, C) between nodes; the
+        # reference backend keeps PyTorch's (C, H, W). Arrays leaving the engine are (C, H, W).
+        self._fast = backend == "numba"
+        layout = _channels_last if self._fast else tuple
+        if self._fast:
+            self._executors = {
+                node.name: _make_fast_executor(node, graph.input_shapes(node)[0], model.tensors, self)
+                for node in graph.nodes if not node.stateful
+            }
+        else:
+            self._executors = {node.name: _make_executor(node, model.tensors, self._kernels) for node in graph.nodes if not node.stateful}
         self._invariant = graph.time_invariant()
         self._membranes = {
-            node.name: np.zeros(graph.shapes[node.name], dtype=np.float32) for node in graph.nodes if node.stateful
+            node.name: np.zeros(layout(graph.shapes[node.name]), dtype=np.float32) for node in graph.nodes if node.stateful
         }
         self._spike_buffers = {name: np.empty_like(u) for name, u in self._membranes.items()}
+        self._nodes = {node.name: node for node in graph.nodes}
+        self._neuron_constants = {
+            node.name: (np.float32(node.tau), np.float32(node.threshold)) for node in graph.nodes if node.stateful
+        }
         self._busy = threading.Lock()
         self.stats: dict[str, LayerStats] = {}
         self.reset_stats()
 
     @classmethod
-    def load(cls, path_or_name: str | Path, backend: str = "numba", use_mmap: bool = True) -> "Engine":
-        """Load a ``.reverb`` file, or a shipped model by name (``"mnist"``)."""
+    def load(cls, path_or_name: str | Path, backend: str = "numba", use_mmap: bool = True, threads: int = 1) -> "Engine":
+        """Load a ``.reverb`` file, or a shipped model by name (``"mnist"``).
+
+        ``threads`` > 1 splits each convolution's output rows over that many
+        of Numba's threads; 1 (the default) runs on the calling thread only.
+        """
         model = load_model(resolve_model(path_or_name), use_mmap=use_mmap)
         logger.info("loaded %s: %d nodes, T=%d", model.path, len(model.graph.nodes), model.graph.timesteps)
-        return cls(model, backend=backend)
+        return cls(model, backend=backend, threads=threads)
 
     def clone(self) -> "Engine":
         """Return an engine over the same (read-only) weights with its own state, for another thread."""
-        return Engine(self.model, backend=self.backend)
+        return Engine(self.model, backend=self.backend, threads=self.threads)
 
     @property
     def graph(self) -> Graph:
@@ -219,9 +308,22 @@ class Engine:
             raise InputError("input contains NaN or infinity")
         return array
 
+    def _internal(self, array: np.ndarray) -> np.ndarray:
+        """Return a (C, H, W) array in the backend's layout."""
+        if self._fast and array.ndim == 3:
+            return np.ascontiguousarray(array.transpose(1, 2, 0))
+        return array
+
+    def _public(self, array: np.ndarray) -> np.ndarray:
+        """Return a copy of a backend array in the (C, H, W) layout."""
+        if self._fast and array.ndim == 3:
+            return np.ascontiguousarray(array.transpose(2, 0, 1))
+        return array.copy()
+
     def _run(
         self, x: np.ndarray, cache: dict[str, np.ndarray] | None, record: dict[str, list] | None = None
     ) -> np.ndarray:
+        """Run one timestep on ``x``, already in the backend's layout."""
         values: dict[str, np.ndarray] = {"input": x}
         graph = self.graph
         for node in graph.nodes:
@@ -234,22 +336,35 @@ class Engine:
             stats = self.stats[name]
             stats.timesteps += 1
             if node.stateful:
-                spikes, fired = self._kernels.lif_step(
-                    args[0], self._membranes[name], node.tau, node.threshold, self._spike_buffers[name]
-                )
-                stats.spikes += int(fired)
-                values[name] = spikes
-            else:
-                if isinstance(node, (Conv2d, Linear)):
-                    stats.inputs += args[0].size
-                    stats.input_events += int(np.count_nonzero(args[0]))
+                values[name] = self._lif(name, args[0], stats)
+            elif not isinstance(node, (Conv2d, Linear)):
                 values[name] = self._executors[name](*args)
+            elif self._fast:
+                values[name], events = self._executors[name](args[0])
+                stats.inputs += args[0].size
+                stats.input_events += events
+            else:
+                stats.inputs += args[0].size
+                stats.input_events += int(np.count_nonzero(args[0]))
+                values[name] = self._executors[name](args[0])
 
             if cache is not None and name in self._invariant:
-                cache[name] = values[name]
+                # Fast executors reuse their output buffers, so the cache keeps its own copy.
+                cache[name] = values[name].copy() if self._fast else values[name]
             if record is not None:
-                record.setdefault(name, []).append(values[name].copy())
+                record.setdefault(name, []).append(self._public(values[name]))
         return values[graph.output_name]
+
+    def _lif(self, name: str, current: np.ndarray, stats: LayerStats) -> np.ndarray:
+        membrane, spikes = self._membranes[name], self._spike_buffers[name]
+        if self._fast:
+            tau, threshold = self._neuron_constants[name]
+            fired = _lif_step_kernel(current.reshape(-1), membrane.reshape(-1), tau, threshold, spikes.reshape(-1))
+        else:
+            node = self._nodes[name]
+            spikes, fired = self._kernels.lif_step(current, membrane, node.tau, node.threshold, spikes)
+        stats.spikes += int(fired)
+        return spikes
 
     @contextmanager
     def _exclusive(self):
@@ -259,6 +374,8 @@ class Engine:
                 "this Engine is already running in another thread; give each thread its own engine.clone()"
             )
         try:
+            if self.threads > 1:
+                numba.set_num_threads(self.threads)  # a per-thread setting in Numba
             yield
         finally:
             self._busy.release()
@@ -273,9 +390,9 @@ class Engine:
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """Run one timestep on input ``x`` (C, H, W), keeping the membrane state; return the readout."""
-        x = self._check_input(x)
+        x = self._internal(self._check_input(x))
         with self._exclusive():
-            return self._finite_scores(self._run(x, None).copy())
+            return self._finite_scores(self._public(self._run(x, None)))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Reset, run T timesteps on ``x`` (direct encoding) and return the mean readout (class scores).
@@ -283,7 +400,7 @@ class Engine:
         Nodes upstream of every neuron see the same input at each timestep, so
         they run once and their output is reused.
         """
-        x = self._check_input(x)
+        x = self._internal(self._check_input(x))
         with self._exclusive():
             self.reset()
             cache: dict[str, np.ndarray] = {}
@@ -291,7 +408,7 @@ class Engine:
             for _ in range(self.timesteps):
                 out = self._run(x, cache)
                 total = out.astype(np.float32, copy=True) if total is None else total + out
-            return self._finite_scores(total / np.float32(self.timesteps))
+            return self._finite_scores(self._public(total / np.float32(self.timesteps)))
 
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """Reset, run one timestep per frame of ``frames`` (T, C, H, W), return the mean readout.
@@ -304,14 +421,14 @@ class Engine:
             raise InputError(
                 f"frames have shape {frames.shape}, expected (T, {', '.join(map(str, self.input_spec.shape))}) with T >= 1"
             )
-        checked = [self._check_input(frame) for frame in frames]
+        checked = [self._internal(self._check_input(frame)) for frame in frames]
         with self._exclusive():
             self.reset()
             total = None
             for frame in checked:
                 out = self._run(frame, None)
                 total = out.astype(np.float32, copy=True) if total is None else total + out
-            return self._finite_scores(total / np.float32(len(frames)))
+            return self._finite_scores(self._public(total / np.float32(len(frames))))
 
     def events_to_frames(self, events: np.ndarray) -> np.ndarray:
         """Bin one window of events into the model's input frames (T, C, H, W), float32."""
@@ -362,7 +479,7 @@ class Engine:
         weight = self.model.tensors[f"{node.name}.weight"]
         scale = self.model.tensors[f"{node.name}.scale"]
         bias = self.model.tensors[f"{node.name}.bias"]
-        placeholder = np.zeros(self.input_spec.shape, np.float32)
+        placeholder = self._internal(np.zeros(self.input_spec.shape, np.float32))
         with self._exclusive():
             self.reset()
             total = None
@@ -375,9 +492,9 @@ class Engine:
                 stats.timesteps += 1
                 stats.inputs += placeholder.size
                 stats.input_events += int(hi[k] - lo[k])
-                out = self._run(placeholder, {node.name: current})
+                out = self._run(placeholder, {node.name: self._internal(current)})
                 total = out.astype(np.float32, copy=True) if total is None else total + out
-            return self._finite_scores(total / np.float32(len(frames)))
+            return self._finite_scores(self._public(total / np.float32(len(frames))))
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run T timesteps from reset like :meth:`predict` and return every node's outputs.
@@ -385,7 +502,7 @@ class Engine:
         The result maps node name -> array (T, *node shape), for example the
         spikes of each LIF node; it is meant for debugging and parity checks.
         """
-        x = self._check_input(x)
+        x = self._internal(self._check_input(x))
         with self._exclusive():
             self.reset()
             record: dict[str, list] = {}

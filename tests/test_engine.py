@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 
+import numba
 import numpy as np
 import pytest
 
@@ -226,3 +227,25 @@ def test_binary_conv_engine_path_bitwise_equal(rng):
     expected = kernels.binary_conv2d(x, words, tensors["conv.scale"], tensors["conv.bias"], in_channels=6,
                                      stride=node.stride, padding=node.padding, dilation=node.dilation, groups=3)
     np.testing.assert_array_equal(_make_executor(node, tensors, kernels)(x), expected)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba may start only one thread here")
+def test_engine_threads_change_no_score(every_node_path, rng):
+    one = Engine.load(every_node_path)
+    two = Engine.load(every_node_path, threads=2)
+    inputs = _inputs(one, rng, 4)
+    np.testing.assert_array_equal(two.predict_batch(inputs), one.predict_batch(inputs))
+    assert two.clone().threads == 2
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2", 10_000])
+def test_engine_rejects_bad_threads(every_node_path, threads):
+    with pytest.raises(InputError, match="threads is .*expected an int from 1 to"):
+        Engine.load(every_node_path, threads=threads)
+
+
+def test_engine_trace_is_channels_first(mnist_like_path, rng):
+    engine = Engine.load(mnist_like_path)
+    trace = engine.trace(_inputs(engine, rng, 1)[0])
+    for node in engine.graph.nodes:
+        assert trace[node.name].shape == (engine.timesteps, *engine.graph.shapes[node.name]), node.name

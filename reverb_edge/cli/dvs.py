@@ -15,7 +15,7 @@ from ..events.online import StreamClassifier
 from ..events.readers import FORMATS
 from ..events.sources import open_source
 from . import main
-from .options import echo_json, fail, json_option, parse_size
+from .options import echo_json, fail, json_option, threads_option, parse_size
 
 
 def _fitter(source_size, model_size):
@@ -49,15 +49,16 @@ def _fitter(source_size, model_size):
 @click.option("--realtime", is_flag=True, help="Replay a file at its recorded speed instead of as fast as possible.")
 @click.option("--fit", is_flag=True,
               help="Downsample and centre-crop events from a larger sensor onto the model's sensor size.")
+@threads_option
 @json_option
-def dvs_command(model, source, window_ms, hop_ms, file_format, sensor_size, realtime, fit, as_json):
+def dvs_command(model, source, window_ms, hop_ms, file_format, sensor_size, realtime, fit, threads, as_json):
     """Classify the events from --source with MODEL, printing one prediction per window."""
     for name, value in (("--window", window_ms), ("--hop", hop_ms)):
         if value is not None and not math.isfinite(value):
             raise click.BadParameter(f"expected a finite number of milliseconds, got {value}", param_hint=name)
     size = parse_size(sensor_size, "--sensor-size", "34x34")
     try:
-        engine = Engine.load(model)
+        engine = Engine.load(model, threads=threads)
         classifier = StreamClassifier(
             engine,
             window_us=window_ms * 1000 if window_ms is not None else None,

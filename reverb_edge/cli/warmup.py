@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import click
+import numba
 import numpy as np
 
 from ..benchmark.bench import cold_start
@@ -15,6 +16,7 @@ from ..jit_cache import cache_dir
 from ..registry import SHIPPED_MODELS
 from . import main
 from .options import echo_json, fail, json_option
+
 
 def warm_up(engine: Engine) -> None:
     """Run every code path of ``engine`` once: direct encoding, frames and, for DVS models, events."""
@@ -27,6 +29,8 @@ def warm_up(engine: Engine) -> None:
         events = make_events([0, width - 1], [0, height - 1], [0, encoding.window_us - 1], [0, 1])
         engine.predict_events(events)
         engine.predict_events(events, event_driven=False)
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        Engine(engine.model, backend=engine.backend, threads=2).predict(x)  # the multi-threaded kernels
 
 
 @main.command("warmup")

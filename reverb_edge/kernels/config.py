@@ -11,3 +11,7 @@ NJIT_OPTIONS = {
     "fastmath": False,
     "error_model": "numpy",
 }
+
+# Kernels that split their work over Numba's thread pool (``prange``). The
+# engine calls them only when more than one thread is asked for.
+PARALLEL_OPTIONS = dict(NJIT_OPTIONS, parallel=True)

@@ -18,7 +18,6 @@ from numba import njit
 from reverb_edge.errors import InputError
 from reverb_edge.kernels.checks import check_binary_conv2d
 from reverb_edge.kernels.config import NJIT_OPTIONS
-from reverb_edge.kernels.conv import _apply_affine, _scatter_signed, _target_tables
 
 
 def event_coordinates(caller: str, events, input_shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,3 +86,63 @@ def _binary_conv2d_events_kernel(channel, ys, xs, channels, bits_by_position, sc
         )
 
     _apply_affine(acc, scale, bias, out)
+
+
+def _target_tables(x_shape, geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Return the output row and column that each input row/column reaches per kernel offset."""
+    _, height, width = x_shape
+    (kernel_h, kernel_w), (stride_h, stride_w) = geometry.kernel, geometry.stride
+    top, _, left, _ = geometry.padding
+    dilation_h, dilation_w = geometry.dilation
+    row_targets = np.empty((height, kernel_h), dtype=np.int64)
+    col_targets = np.empty((width, kernel_w), dtype=np.int64)
+    _fill_targets(row_targets, stride_h, top, dilation_h, geometry.out_height)
+    _fill_targets(col_targets, stride_w, left, dilation_w, geometry.out_width)
+    return row_targets, col_targets
+
+
+@njit(**NJIT_OPTIONS)
+def _fill_targets(targets, stride, pad_before, dilation, out_size):
+    # Input index i with kernel offset k feeds output index o when
+    # o * stride + k * dilation - pad_before == i. Store o, or -1 when no o fits.
+    size, kernel = targets.shape
+    for i in range(size):
+        for k in range(kernel):
+            shifted = i + pad_before - k * dilation
+            target = -1
+            if shifted >= 0 and shifted % stride == 0:
+                target = shifted // stride
+                if target >= out_size:
+                    target = -1
+            targets[i, k] = target
+
+
+@njit(**NJIT_OPTIONS)
+def _scatter_signed(acc, bits_by_position, word, mask, o_start, o_stop, row_targets, col_targets, iy, ix, value):
+    """Add ``value`` or ``-value`` to every output that input pixel (iy, ix) reaches, by weight sign."""
+    kernel_h, kernel_w = row_targets.shape[1], col_targets.shape[1]
+    negated = -value
+    for ky in range(kernel_h):
+        oy = row_targets[iy, ky]
+        if oy < 0:
+            continue
+        for kx in range(kernel_w):
+            ox = col_targets[ix, kx]
+            if ox < 0:
+                continue
+            for o in range(o_start, o_stop):
+                # Sign-add: bit 1 adds the input, bit 0 subtracts it.
+                if bits_by_position[ky, kx, word, o] & mask:
+                    acc[oy, ox, o] += value
+                else:
+                    acc[oy, ox, o] += negated
+
+
+@njit(**NJIT_OPTIONS)
+def _apply_affine(acc, scale, bias, out):
+    # acc is (OH, OW, O) and out is (O, OH, OW).
+    out_height, out_width, out_channels = acc.shape
+    for o in range(out_channels):
+        for oy in range(out_height):
+            for ox in range(out_width):
+                out[o, oy, ox] = scale[o] * acc[oy, ox, o] + bias[o]

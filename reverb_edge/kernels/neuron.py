@@ -68,16 +68,15 @@ def residual_add(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) ->
 
 @njit(**NJIT_OPTIONS)
 def _lif_step_kernel(current, membrane, tau, threshold, spikes):
+    # Written without branches, so LLVM turns the loop into vector compares and selects.
     n_fired = 0
+    zero = np.float32(0.0)
     for k in range(membrane.shape[0]):
         potential = tau * membrane[k] + current[k]
-        if potential >= threshold:
-            spikes[k] = potential
-            membrane[k] = np.float32(0.0)
-            n_fired += 1
-        else:
-            spikes[k] = np.float32(0.0)
-            membrane[k] = potential
+        fired = potential >= threshold
+        spikes[k] = potential if fired else zero
+        membrane[k] = zero if fired else potential
+        n_fired += 1 if fired else 0
     return n_fired
 
 

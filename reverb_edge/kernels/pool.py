@@ -1,4 +1,9 @@
-"""2-D average and max pooling with PyTorch's default semantics (ceil_mode=False)."""
+"""2-D average and max pooling with PyTorch's default semantics (ceil_mode=False).
+
+The kernels work channels-last (H, W, C), the engine's layout, so the inner
+loop runs over the contiguous channels of one pixel. The public functions
+take and return channels-first arrays (C, H, W) and transpose around them.
+"""
 
 import numpy as np
 from numba import njit
@@ -27,12 +32,9 @@ def avg_pool2d(x: np.ndarray, kernel, stride, padding=(0, 0, 0, 0)) -> np.ndarra
         InputError: on a wrong dtype or shape, a bad parameter, or OH or OW < 1.
     """
     x, geometry = check_pool2d("avg_pool2d", x, kernel, stride, padding, (1, 1))
-    out = np.empty((x.shape[0], geometry.out_height, geometry.out_width), dtype=np.float32)
-    kernel_h, kernel_w = geometry.kernel
-    stride_h, stride_w = geometry.stride
-    top, _, left, _ = geometry.padding
-    _avg_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, out)
-    return out
+    out = np.empty((geometry.out_height, geometry.out_width, x.shape[0]), dtype=np.float32)
+    avg_pool2d_hwc(np.ascontiguousarray(x.transpose(1, 2, 0)), geometry, out)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
 def max_pool2d(
@@ -46,59 +48,72 @@ def max_pool2d(
     half the undilated kernel size, as in PyTorch.
     """
     x, geometry = check_pool2d("max_pool2d", x, kernel, stride, padding, dilation)
-    out = np.empty((x.shape[0], geometry.out_height, geometry.out_width), dtype=np.float32)
-    kernel_h, kernel_w = geometry.kernel
-    stride_h, stride_w = geometry.stride
+    out = np.empty((geometry.out_height, geometry.out_width, x.shape[0]), dtype=np.float32)
+    max_pool2d_hwc(np.ascontiguousarray(x.transpose(1, 2, 0)), geometry, out)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def avg_pool2d_hwc(x: np.ndarray, geometry, out: np.ndarray) -> np.ndarray:
+    """Average pooling of a checked channels-last ``x`` (H, W, C) into ``out`` (OH, OW, C)."""
+    (kernel_h, kernel_w), (stride_h, stride_w) = geometry.kernel, geometry.stride
+    top, _, left, _ = geometry.padding
+    _avg_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, out)
+    return out
+
+
+def max_pool2d_hwc(x: np.ndarray, geometry, out: np.ndarray) -> np.ndarray:
+    """Max pooling of a checked channels-last ``x`` (H, W, C) into ``out`` (OH, OW, C)."""
+    (kernel_h, kernel_w), (stride_h, stride_w) = geometry.kernel, geometry.stride
     top, _, left, _ = geometry.padding
     dilation_h, dilation_w = geometry.dilation
-    _max_pool2d_kernel(
-        x, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out
-    )
+    _max_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out)
     return out
 
 
 @njit(**NJIT_OPTIONS)
 def _avg_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, out):
-    channels, height, width = x.shape
-    _, out_height, out_width = out.shape
+    height, width, channels = x.shape
+    out_height, out_width, _ = out.shape
     divisor = np.float32(kernel_h * kernel_w)
-    for c in range(channels):
-        for oy in range(out_height):
-            for ox in range(out_width):
-                total = np.float32(0.0)
-                for ky in range(kernel_h):
-                    iy = oy * stride_h + ky - top
-                    if iy < 0 or iy >= height:
+    for oy in range(out_height):
+        for ox in range(out_width):
+            total = out[oy, ox]
+            total[:] = 0.0
+            for ky in range(kernel_h):
+                iy = oy * stride_h + ky - top
+                if iy < 0 or iy >= height:
+                    continue
+                for kx in range(kernel_w):
+                    ix = ox * stride_w + kx - left
+                    if ix < 0 or ix >= width:
                         continue
-                    for kx in range(kernel_w):
-                        ix = ox * stride_w + kx - left
-                        if ix < 0 or ix >= width:
-                            continue
-                        total += x[c, iy, ix]
-                out[c, oy, ox] = total / divisor
+                    pixel = x[iy, ix]
+                    for c in range(channels):
+                        total[c] += pixel[c]
+            for c in range(channels):
+                total[c] = total[c] / divisor
 
 
 @njit(**NJIT_OPTIONS)
-def _max_pool2d_kernel(
-    x, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out
-):
-    channels, height, width = x.shape
-    _, out_height, out_width = out.shape
-    for c in range(channels):
-        for oy in range(out_height):
-            for ox in range(out_width):
-                best = np.float32(-np.inf)
-                for ky in range(kernel_h):
-                    iy = oy * stride_h + ky * dilation_h - top
-                    if iy < 0 or iy >= height:
+def _max_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out):
+    height, width, channels = x.shape
+    out_height, out_width, _ = out.shape
+    for oy in range(out_height):
+        for ox in range(out_width):
+            best = out[oy, ox]
+            best[:] = -np.inf
+            for ky in range(kernel_h):
+                iy = oy * stride_h + ky * dilation_h - top
+                if iy < 0 or iy >= height:
+                    continue
+                for kx in range(kernel_w):
+                    ix = ox * stride_w + kx * dilation_w - left
+                    if ix < 0 or ix >= width:
                         continue
-                    for kx in range(kernel_w):
-                        ix = ox * stride_w + kx * dilation_w - left
-                        if ix < 0 or ix >= width:
-                            continue
-                        value = x[c, iy, ix]
+                    pixel = x[iy, ix]
+                    for c in range(channels):
+                        value = pixel[c]
                         # A NaN replaces best and then stays, because no later
                         # "value > NaN" is true. PyTorch's CPU kernel does the same.
-                        if value > best or np.isnan(value):
-                            best = value
-                out[c, oy, ox] = best
+                        if value > best[c] or np.isnan(value):
+                            best[c] = value
