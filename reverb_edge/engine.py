@@ -165,7 +165,8 @@ def _make_fast_executor(node: Node, input_shape: tuple[int, ...], tensors: dict[
             geometry = check_float_conv2d(
                 node.name, np.empty(input_shape, np.float32), weight, scale, bias, node.stride, node.padding, node.dilation, node.groups,
             )[4]
-            layer = PreparedConv2d(weight, scale, bias, geometry, height, width)
+            bits = tensors[f"{node.name}.weight"] if node.weight_format == "binary" else None
+            layer = PreparedConv2d(weight, scale, bias, geometry, height, width, weight_bits=bits)
         return lambda x: layer(x, engine.threads)
     if isinstance(node, (AvgPool2d, MaxPool2d)):
         dilation = node.dilation if isinstance(node, MaxPool2d) else (1, 1)

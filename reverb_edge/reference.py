@@ -12,7 +12,8 @@ same float32 operation order as the kernels and match them exactly.
 
 import numpy as np
 
-from reverb_edge.bitpack import unpack_signs
+from reverb_edge.bitpack import pack_signs, unpack_signs
+from reverb_edge.errors import InputError
 from reverb_edge.kernels.checks import (
     check_binary_conv2d,
     check_binary_linear,
@@ -26,6 +27,7 @@ from reverb_edge.kernels.checks import (
 __all__ = [
     "avg_pool2d",
     "binary_conv2d",
+    "binary_conv2d_popcount",
     "binary_linear",
     "float_conv2d",
     "float_linear",
@@ -63,6 +65,37 @@ def binary_conv2d_events(
         frame, weight_bits, scale, bias, in_channels=input_shape[0], stride=stride, padding=padding,
         dilation=dilation, groups=groups,
     )
+
+
+def binary_conv2d_popcount(
+    x, weight_bits, scale, bias, *, in_channels, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1
+):
+    """Twin of ``reverb_edge.kernels.binary_conv2d_popcount``: the popcount formula with ``np.bitwise_count``."""
+    x, weight_bits, scale, bias, geometry = check_binary_conv2d(
+        "binary_conv2d_popcount", x, weight_bits, scale, bias, in_channels, stride, padding, dilation, groups
+    )
+    if not np.isin(x, (0.0, 1.0)).all():
+        values = np.unique(x)
+        raise InputError(
+            f"binary_conv2d_popcount: x must contain only 0.0 and 1.0, got values such as "
+            f"{values[(values != 0) & (values != 1)][:3].tolist()}; use binary_conv2d for real-valued inputs"
+        )
+    group_channels = in_channels // geometry.groups
+    out_channels, kernel_h, kernel_w, _ = weight_bits.shape
+    group_out = out_channels // geometry.groups
+    padded = _pad(x, geometry.padding, 0.0)
+    z = np.zeros((out_channels, geometry.out_height, geometry.out_width), dtype=np.int64)
+    for group in range(geometry.groups):
+        inputs = padded[group * group_channels : (group + 1) * group_channels]
+        for ky in range(kernel_h):
+            for kx in range(kernel_w):
+                window = _window(inputs, ky, kx, geometry)  # (Cg, OH, OW) of 0.0 and 1.0
+                words = pack_signs(window.transpose(1, 2, 0) - 0.5)  # bit 1 where the input is 1
+                ones = np.bitwise_count(words).sum(axis=-1, dtype=np.int64)
+                for o in range(group * group_out, (group + 1) * group_out):
+                    agree = np.bitwise_count(words & weight_bits[o, ky, kx]).sum(axis=-1, dtype=np.int64)
+                    z[o] += 2 * agree - ones
+    return _affine(z.astype(np.float32), scale, bias)
 
 
 def float_conv2d(

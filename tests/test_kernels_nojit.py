@@ -54,6 +54,15 @@ for channels, out_channels, groups, kernel, stride, padding, dilation in [
     np.testing.assert_allclose(binary, expected, rtol=1e-5, atol=1e-5 * fan_in)
     np.testing.assert_array_equal(binary, dense)
 
+binary = (rng.random((70, 4, 5)) < 0.4).astype(np.float32)
+bits = pack_signs(rng.standard_normal((3, 3, 3, 35)))
+scale = np.ones(3, np.float32)
+bias = np.zeros(3, np.float32)
+np.testing.assert_array_equal(
+    kernels.binary_conv2d_popcount(binary[:35], bits, scale, bias, in_channels=35, padding=1),
+    reference.binary_conv2d_popcount(binary[:35], bits, scale, bias, in_channels=35, padding=1),
+)
+
 x = sparse((70,))
 weight = rng.standard_normal((3, 70)).astype(np.float32)
 scale = np.ones(3, np.float32)

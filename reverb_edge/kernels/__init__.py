@@ -11,11 +11,13 @@ from reverb_edge.kernels.events import binary_conv2d_events
 from reverb_edge.kernels.linear import binary_linear, float_linear
 from reverb_edge.kernels.neuron import lif_step, residual_add
 from reverb_edge.kernels.pool import avg_pool2d, max_pool2d
+from reverb_edge.kernels.popcount import binary_conv2d_popcount
 
 __all__ = [
     "avg_pool2d",
     "binary_conv2d",
     "binary_conv2d_events",
+    "binary_conv2d_popcount",
     "binary_linear",
     "float_conv2d",
     "float_linear",

@@ -30,7 +30,7 @@ multiply-add), in the order shown above.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import literally, njit, prange
 
 from reverb_edge.bitpack import unpack_signs
 from reverb_edge.kernels.checks import (
@@ -41,6 +41,7 @@ from reverb_edge.kernels.checks import (
     check_float_linear,
 )
 from reverb_edge.kernels.config import NJIT_OPTIONS, PARALLEL_OPTIONS
+from reverb_edge.kernels.popcount import POPCOUNT_FROM, PopcountConv2d, _is_binary
 from reverb_edge.kernels.simd import LANES, vaffine, vload, vmuladd, vstore, vzero
 
 # One output pixel holds up to this many channels in registers (four 16-lane vectors).
@@ -63,8 +64,12 @@ class PreparedConv2d:
     """
 
     def __init__(self, weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, geometry: Conv2dGeometry,
-                 in_height: int, in_width: int) -> None:
+                 in_height: int, in_width: int, weight_bits: np.ndarray | None = None) -> None:
         self.geometry = geometry
+        # A binary layer with wide inputs also gets the popcount kernel, used when an input is all 0 and 1.
+        self.popcount = None
+        if weight_bits is not None and geometry.in_channels // geometry.groups >= POPCOUNT_FROM:
+            self.popcount = PopcountConv2d(weight_bits, scale, bias, geometry, in_height, in_width)
         self.rows = weight_rows(weight, geometry.groups)
         self.scale = _padded_constants(scale, geometry.groups, self.rows.shape[-1])
         self.bias = _padded_constants(bias, geometry.groups, self.rows.shape[-1])
@@ -78,6 +83,8 @@ class PreparedConv2d:
         self.top, self.left = geometry.padding[0], geometry.padding[2]
 
     def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None) -> tuple[np.ndarray, int]:
+        if self.popcount is not None and dense is None and _is_binary(x.reshape(-1)):
+            return self.popcount(x), self.popcount.events
         events = _list_active_channels(x, self.group_in, self.channel_lists, self.active_values, self.counts)
         if dense is None:
             dense = events >= DENSE_FROM * x.size
@@ -278,13 +285,33 @@ def _conv2d_rows(
     x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
     dilation_w, dense, out, row_start, row_stop,
 ):
-    """Compute output rows [row_start, row_stop) of a channels-last convolution.
+    """Compute output rows [row_start, row_stop) of a channels-last convolution."""
+    # Constant arguments, so that Numba compiles one version per mode with no test of the mode inside.
+    if dense:
+        _conv2d_rows_in_mode(
+            x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+            dilation_w, True, out, row_start, row_stop,
+        )
+    else:
+        _conv2d_rows_in_mode(
+            x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+            dilation_w, False, out, row_start, row_stop,
+        )
+
+
+@njit(**NJIT_OPTIONS)
+def _conv2d_rows_in_mode(
+    x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+    dilation_w, dense, out, row_start, row_stop,
+):
+    """Compute output rows [row_start, row_stop) of a channels-last convolution in one mode.
 
     ``scale`` and ``bias`` are zero-padded per group to (groups, P) like the
     rows. Indexing is flat and unsigned: array slices in the inner loops
     would cost a reference count update each, and signed indices a check for
     negative values.
     """
+    literally(dense)
     height, width, channels = x.shape
     groups, kernel_h, kernel_w, group_in, padded = rows.shape
     out_width, out_channels = out.shape[1], out.shape[2]

