@@ -175,8 +175,17 @@ def _make_fast_executor(node: Node, input_shape: tuple[int, ...], tensors: dict[
         pool = avg_pool2d_hwc if isinstance(node, AvgPool2d) else max_pool2d_hwc
         return lambda x: pool(x, geometry, out)
     if isinstance(node, Flatten):
+        if len(input_shape) != 3:
+            return lambda x: x.reshape(-1)
+
         # Flatten in PyTorch's channels-first order, which the next layer's weights expect.
-        return lambda x: np.ascontiguousarray(x.transpose(2, 0, 1)).reshape(-1) if x.ndim == 3 else x.reshape(-1)
+        flat = np.empty(input_shape, np.float32)
+
+        def flatten(x):
+            np.copyto(flat, x.transpose(2, 0, 1))
+            return flat.reshape(-1)
+
+        return flatten
     if isinstance(node, Add):
         out = np.empty(_channels_last(input_shape), np.float32)
 
@@ -408,7 +417,10 @@ class Engine:
             total = None
             for _ in range(self.timesteps):
                 out = self._run(x, cache)
-                total = out.astype(np.float32, copy=True) if total is None else total + out
+                if total is None:
+                    total = out.astype(np.float32, copy=True)
+                else:
+                    total += out
             return self._finite_scores(self._public(total / np.float32(self.timesteps)))
 
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -428,7 +440,10 @@ class Engine:
             total = None
             for frame in checked:
                 out = self._run(frame, None)
-                total = out.astype(np.float32, copy=True) if total is None else total + out
+                if total is None:
+                    total = out.astype(np.float32, copy=True)
+                else:
+                    total += out
             return self._finite_scores(self._public(total / np.float32(len(frames))))
 
     def events_to_frames(self, events: np.ndarray) -> np.ndarray:
@@ -494,7 +509,10 @@ class Engine:
                 stats.inputs += placeholder.size
                 stats.input_events += int(hi[k] - lo[k])
                 out = self._run(placeholder, {node.name: self._internal(current)})
-                total = out.astype(np.float32, copy=True) if total is None else total + out
+                if total is None:
+                    total = out.astype(np.float32, copy=True)
+                else:
+                    total += out
             return self._finite_scores(self._public(total / np.float32(len(frames))))
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:

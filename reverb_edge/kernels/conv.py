@@ -42,7 +42,7 @@ from reverb_edge.kernels.checks import (
 )
 from reverb_edge.kernels.config import NJIT_OPTIONS, PARALLEL_OPTIONS
 from reverb_edge.kernels.popcount import POPCOUNT_FROM, PopcountConv2d, _is_binary
-from reverb_edge.kernels.simd import LANES, vaffine, vload, vmuladd, vstore, vzero
+from reverb_edge.kernels.simd import LANES, vaffine, vlane, vload, vmuladd, vstore, vzero
 
 # One output pixel holds up to this many channels in registers (four 16-lane vectors).
 BLOCK = 4 * LANES
@@ -324,7 +324,6 @@ def _conv2d_rows_in_mode(
     flat_scale = scale.reshape(-1)
     flat_bias = bias.reshape(-1)
     flat_out = out.reshape(-1)
-    lanes = np.empty(4 * LANES, np.float32)
     stride = np.uint64(padded)
 
     for group in range(groups):
@@ -384,12 +383,16 @@ def _conv2d_rows_in_mode(
                         if vectors > 3:
                             vstore(flat_out, at + 3 * LANES, acc3)
                     else:
-                        vstore(lanes, 0, acc0)
-                        vstore(lanes, LANES, acc1)
-                        vstore(lanes, 2 * LANES, acc2)
-                        vstore(lanes, 3 * LANES, acc3)
+                        # The last block of a group whose width is not a multiple of 16.
                         for j in range(valid):
-                            flat_out[at + j] = lanes[j]
+                            if j < LANES:
+                                flat_out[at + j] = vlane(acc0, j)
+                            elif j < 2 * LANES:
+                                flat_out[at + j] = vlane(acc1, j - LANES)
+                            elif j < 3 * LANES:
+                                flat_out[at + j] = vlane(acc2, j - 2 * LANES)
+                            else:
+                                flat_out[at + j] = vlane(acc3, j - 3 * LANES)
 
 
 @njit(**PARALLEL_OPTIONS)

@@ -104,13 +104,14 @@ class PopcountConv2d:
         group_in = geometry.in_channels // geometry.groups
         self.packed = np.empty((in_height, in_width, geometry.groups, words_for(group_in)), np.uint64)
         self.out = np.empty((geometry.out_height, geometry.out_width, geometry.out_channels), np.float32)
+        self.sums = np.empty(geometry.out_channels // geometry.groups, np.int64)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         geometry = self.geometry
         self.events = int(_pack_binary_pixels(x, self.packed))
         _popcount_conv2d_kernel(
             self.packed, self.bits_by_position, self.scale, self.bias, geometry.stride[0], geometry.stride[1],
-            geometry.padding[0], geometry.padding[2], geometry.dilation[0], geometry.dilation[1], self.out,
+            geometry.padding[0], geometry.padding[2], geometry.dilation[0], geometry.dilation[1], self.sums, self.out,
         )
         return self.out
 
@@ -149,7 +150,7 @@ def _pack_binary_pixels(x, packed):
 
 @njit(**NJIT_OPTIONS)
 def _popcount_conv2d_kernel(packed, bits_by_position, scale, bias, stride_h, stride_w, top, left, dilation_h,
-                            dilation_w, out):
+                            dilation_w, sums, out):
     """Sum 2 * popcount(x & b) - popcount(x) over each receptive field, one word of inputs at a time.
 
     ``bits_by_position`` is (kh, kw, words, O), so the loop over output
@@ -162,7 +163,6 @@ def _popcount_conv2d_kernel(packed, bits_by_position, scale, bias, stride_h, str
     group_out = out_channels // groups
     flat_bits = bits_by_position.reshape(-1)
     flat_out = out.reshape(-1)
-    sums = np.empty(group_out, np.int64)
     for oy in range(out_height):
         for ox in range(out_width):
             for group in range(groups):

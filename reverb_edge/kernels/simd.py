@@ -88,6 +88,16 @@ def _vmuladd(typingctx, accumulator, vector, value):
 
 
 @intrinsic
+def _vlane(typingctx, vector, lane):
+    """Return lane ``lane`` (0 to 15) of a vector as a float32 scalar."""
+
+    def codegen(context, builder, signature, args):
+        return builder.extract_element(args[0], args[1])
+
+    return types.float32(vector, lane), codegen
+
+
+@intrinsic
 def _vaffine(typingctx, vector, scale, bias):
     """Return vector * scale + bias, lane by lane."""
 
@@ -114,11 +124,15 @@ def _py_vmuladd(accumulator, vector, value):
     return accumulator + vector * np.float32(value)
 
 
+def _py_vlane(vector, lane):
+    return vector[lane]
+
+
 def _py_vaffine(vector, scale, bias):
     return scale * vector + bias
 
 
 if config.DISABLE_JIT:
-    vzero, vload, vstore, vmuladd, vaffine = _py_vzero, _py_vload, _py_vstore, _py_vmuladd, _py_vaffine
+    vzero, vload, vstore, vmuladd, vaffine, vlane = _py_vzero, _py_vload, _py_vstore, _py_vmuladd, _py_vaffine, _py_vlane
 else:
-    vzero, vload, vstore, vmuladd, vaffine = _vzero, _vload, _vstore, _vmuladd, _vaffine
+    vzero, vload, vstore, vmuladd, vaffine, vlane = _vzero, _vload, _vstore, _vmuladd, _vaffine, _vlane
