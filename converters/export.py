@@ -278,12 +278,55 @@ class _Builder:
 
 def to_graph(model: ReverbNet) -> tuple[Graph, dict[str, np.ndarray]]:
     """Return the engine graph and tensors equivalent to ``model`` in eval mode."""
+    builder = _Builder()
+    return _build_graph(model, builder), builder.tensors
+
+
+def to_plain_graph(model: ReverbNet) -> tuple[Graph, dict[str, np.ndarray], frozenset[str]]:
+    """Return the graph and tensors of a plain CNN, and the names of the nodes followed by ReLU.
+
+    The graph has no neurons: each ReLU of ``model`` must directly follow a
+    convolution or linear layer (or its BatchNorm) and becomes an entry of the
+    returned set, which the TFLite export fuses into that node's operator. The
+    engine cannot run this graph, because it has no ReLU node.
+    """
+    builder = _PlainBuilder()
+    graph = _build_graph(model, builder)
+    neurons = [node.name for node in graph.nodes if isinstance(node, LIF)]
+    if neurons:
+        raise ConversionError(f"a plain CNN has no LIF neurons, but the model has {neurons}; use ReLU")
+    return graph, builder.tensors, frozenset(builder.relu_nodes)
+
+
+class _PlainBuilder(_Builder):
+    """A :class:`_Builder` that also accepts ReLU right after a synaptic layer, for plain CNNs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu_nodes: set[str] = set()
+
+    def add_module(self, module: nn.Module, path: str, source: str | None) -> str | None:
+        if type(module) is not nn.ReLU:
+            return super().add_module(module, path, source)
+        self._flush()
+        previous = self.nodes[-1] if self.nodes else None
+        if (previous is None or previous.name != source or not isinstance(previous, (Conv2d, Linear))
+                or previous.name in self.relu_nodes):
+            raise ConversionError(
+                f"layer {path!r} (ReLU) does not directly follow a convolution or linear layer (or its "
+                "BatchNorm), so it cannot be fused into one; move it right after one"
+            )
+        self.relu_nodes.add(previous.name)
+        return source
+
+
+def _build_graph(model: ReverbNet, builder: _Builder) -> Graph:
+    """Walk ``model`` with ``builder`` and return the validated graph of the nodes it emitted."""
     if not isinstance(model, ReverbNet):
         raise ConversionError(
             f"expected a ReverbNet (reverb_edge.converters.model), got {type(model).__name__}; wrap the layers "
             "in ReverbNet(layers, timesteps, input_spec)"
         )
-    builder = _Builder()
     builder.add_sequence(model.layers, "layers", None)
     builder._flush()
     if not builder.nodes:
@@ -301,10 +344,9 @@ def to_graph(model: ReverbNet) -> tuple[Graph, dict[str, np.ndarray]]:
             invert=bool(spec.get("invert", False)), labels=tuple(spec.get("labels", ())),
             events=EventEncoding.from_dict(spec["events"]) if spec.get("events") is not None else None,
         )
-        graph = Graph(input=input_spec, nodes=tuple(builder.nodes), timesteps=model.timesteps)
+        return Graph(input=input_spec, nodes=tuple(builder.nodes), timesteps=model.timesteps)
     except GraphError as err:
         raise ConversionError(f"the converted graph is invalid: {err}") from err
-    return graph, builder.tensors
 
 
 def export_model(model: ReverbNet, path: str | Path) -> Path:

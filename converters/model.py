@@ -107,6 +107,12 @@ class ConvNetConfig:
 
     Three 3×3 convolutions (each followed by BatchNorm and a LIF neuron; the
     second and third by 2×2 max pooling), then a linear readout.
+
+    ``plain_cnn=True`` builds the same architecture as an ordinary CNN, the
+    baseline that benchmarks compare the SNN with: float32 convolutions and
+    readout, ReLU in place of each LIF neuron, and T = 1 (so ``timesteps``
+    must be 1). ``tau``, ``threshold`` and the two ``full_precision_*`` flags
+    do not apply to it.
     """
 
     channels: tuple[int, int, int] = (32, 32, 64)
@@ -122,6 +128,11 @@ class ConvNetConfig:
     labels: tuple[str, ...] = tuple(str(d) for d in range(10))
     name: str = "convnet"
     event_window_us: int | None = None
+    plain_cnn: bool = False
+
+    def __post_init__(self) -> None:
+        if self.plain_cnn and self.timesteps != 1:
+            raise ValueError(f"a plain CNN runs one timestep, so timesteps must be 1, got {self.timesteps}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -146,22 +157,26 @@ class ConvNetConfig:
 def build_convnet(config: ConvNetConfig) -> ReverbNet:
     """Build the network that ``config`` describes, with freshly initialised weights."""
     c1, c2, c3 = config.channels
-    first_conv = nn.Conv2d if config.full_precision_first else BinaryConv2d
-    last_linear = nn.Linear if config.full_precision_last else BinaryLinear
     pooled = config.image_size // 4
+    if config.plain_cnn:
+        first_conv, hidden_conv, last_linear = nn.Conv2d, nn.Conv2d, nn.Linear
+    else:
+        first_conv = nn.Conv2d if config.full_precision_first else BinaryConv2d
+        hidden_conv = BinaryConv2d
+        last_linear = nn.Linear if config.full_precision_last else BinaryLinear
 
-    def neuron() -> LIF:
-        return LIF(tau=config.tau, threshold=config.threshold)
+    def neuron() -> nn.Module:
+        return nn.ReLU() if config.plain_cnn else LIF(tau=config.tau, threshold=config.threshold)
 
     layers = nn.Sequential(
         first_conv(config.in_channels, c1, 3, padding=1, bias=False),
         nn.BatchNorm2d(c1),
         neuron(),
-        BinaryConv2d(c1, c2, 3, padding=1, bias=False),
+        hidden_conv(c1, c2, 3, padding=1, bias=False),
         nn.BatchNorm2d(c2),
         neuron(),
         nn.MaxPool2d(2),
-        BinaryConv2d(c2, c3, 3, padding=1, bias=False),
+        hidden_conv(c2, c3, 3, padding=1, bias=False),
         nn.BatchNorm2d(c3),
         neuron(),
         nn.MaxPool2d(2),

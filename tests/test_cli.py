@@ -216,3 +216,11 @@ def test_dvs_bad_sensor_size(text, message):
     result = CliRunner().invoke(main, ["dvs", "nmnist", "--source", "missing.bin", "--sensor-size", text])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_train_plain_cnn_rejects_convert(tmp_path):
+    pytest.importorskip("torch")
+    result = run("train", "--plain-cnn", "-o", tmp_path / "cnn.pt", "--convert", tmp_path / "cnn.reverb")
+    assert result.exit_code == 2
+    assert "cannot be combined with --plain-cnn" in result.output
+    assert not (tmp_path / "cnn.pt").exists()

