@@ -43,12 +43,6 @@ def test_bench_text_output():
     assert "firing rates:" in result.stdout
 
 
-def test_bench_event_model_rejected():
-    result = CliRunner().invoke(main, ["bench", "nmnist", "--peer", "torch", "--inputs", "5", "--no-cold-start"])
-    assert result.exit_code == 1
-    assert "DVS models" in result.output
-
-
 def test_bench_inputs_are_normalised_digits():
     engine = Engine.load("mnist")
     inputs, labels, source = bench_inputs(engine, 7)

