@@ -167,7 +167,12 @@ def _make_fast_executor(node: Node, input_shape: tuple[int, ...], tensors: dict[
             )[4]
             bits = tensors[f"{node.name}.weight"] if node.weight_format == "binary" else None
             layer = PreparedConv2d(weight, scale, bias, geometry, height, width, weight_bits=bits)
-        return lambda x: layer(x, engine.threads)
+
+        def synapses(x):
+            return layer(x, engine.threads)
+
+        synapses.layer = layer  # the event-driven first layer reuses its weight rows
+        return synapses
     if isinstance(node, (AvgPool2d, MaxPool2d)):
         dilation = node.dilation if isinstance(node, MaxPool2d) else (1, 1)
         geometry = check_pool2d(node.name, np.empty(input_shape, np.float32), node.kernel_size, node.stride, node.padding, dilation)[1]
@@ -477,6 +482,10 @@ class Engine:
         when a binary convolution is the only reader of the input. False
         always builds frames.
         """
+        if self.input_spec.events is None:
+            from .events.online import IMAGE_MODEL_MESSAGE
+
+            raise InputError(IMAGE_MODEL_MESSAGE)
         node = self._event_driven_node()
         if event_driven is None:
             event_driven = node is not None
@@ -487,33 +496,45 @@ class Engine:
                 "this model cannot take events directly: its input must feed a single binary convolution"
             )
 
-        from .events.frames import time_bin_ranges
+        from .events.frames import check_events, time_bin_ranges
 
-        frames = self.events_to_frames(events)  # validates the events; cheap next to the network
         encoding = self.input_spec.events
+        check_events("predict_events", events, encoding.sensor_size)
         lo, hi = time_bin_ranges(events, encoding.n_time_bins)
-        weight = self.model.tensors[f"{node.name}.weight"]
-        scale = self.model.tensors[f"{node.name}.scale"]
-        bias = self.model.tensors[f"{node.name}.bias"]
         placeholder = self._internal(np.zeros(self.input_spec.shape, np.float32))
+        if self._fast:
+            from .kernels.events import event_coordinates, events_accumulator_shape, scatter_events
+
+            layer = self._executors[node.name].layer
+            channel, y, x = event_coordinates("predict_events", events, self.input_spec.shape)
+            accumulator = np.empty(events_accumulator_shape(layer), np.float32)
+            current = np.empty_like(layer.out)
+        else:
+            weight = self.model.tensors[f"{node.name}.weight"]
+            scale = self.model.tensors[f"{node.name}.scale"]
+            bias = self.model.tensors[f"{node.name}.bias"]
         with self._exclusive():
             self.reset()
             total = None
-            for k in range(len(frames)):
-                current = self._kernels.binary_conv2d_events(
-                    events[lo[k]:hi[k]], self.input_spec.shape, weight, scale, bias,
-                    stride=node.stride, padding=node.padding, dilation=node.dilation, groups=node.groups,
-                )
+            for k in range(encoding.n_time_bins):
+                if self._fast:
+                    window = slice(lo[k], hi[k])
+                    scatter_events(layer, channel[window], y[window], x[window], accumulator, current)
+                else:
+                    current = self._kernels.binary_conv2d_events(
+                        events[lo[k]:hi[k]], self.input_spec.shape, weight, scale, bias,
+                        stride=node.stride, padding=node.padding, dilation=node.dilation, groups=node.groups,
+                    )
                 stats = self.stats[node.name]
                 stats.timesteps += 1
                 stats.inputs += placeholder.size
                 stats.input_events += int(hi[k] - lo[k])
-                out = self._run(placeholder, {node.name: self._internal(current)})
+                out = self._run(placeholder, {node.name: current})
                 if total is None:
                     total = out.astype(np.float32, copy=True)
                 else:
                     total += out
-            return self._finite_scores(self._public(total / np.float32(len(frames))))
+            return self._finite_scores(self._public(total / np.float32(encoding.n_time_bins)))
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run T timesteps from reset like :meth:`predict` and return every node's outputs.

@@ -103,9 +103,9 @@ def test_event_driven_on_real_recordings(dvs_model, nmnist_dir):
     engine = Engine.load(path)
     recordings, _ = load_nmnist(nmnist_dir, "test", limit=10)
     for events in recordings:
-        np.testing.assert_allclose(
-            engine.predict_events(events, event_driven=True), engine.predict_events(events, event_driven=False),
-            rtol=TOLERANCE, atol=TOLERANCE,
+        # Event counts times ±1.0 sum exactly in float32, so both paths give the same bits.
+        np.testing.assert_array_equal(
+            engine.predict_events(events, event_driven=True), engine.predict_events(events, event_driven=False)
         )
     engine.reset_stats()
     for events in recordings:

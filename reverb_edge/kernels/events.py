@@ -10,10 +10,20 @@ the frame: each event scatters its ±1 kernel column straight into the
 accumulator, so the work is proportional to the number of events. The result
 equals ``binary_conv2d`` on the unclipped count frame; a frame clipped to 0/1
 differs wherever a pixel had more than one event.
+
+The kernel uses the weight rows of ``reverb_edge.kernels.conv.PreparedConv2d``
+(±1.0, channels-last, zero-padded to a multiple of 16) and adds a whole row,
+16 output channels at a time, for each (event, kernel offset). Every partial
+sum is an integer below 2**24, so it is exact in float32, and the result
+equals the channels-last convolution of the count frame bit for bit.
 """
 
 import numpy as np
 from numba import njit
+
+from reverb_edge.bitpack import unpack_signs
+from reverb_edge.kernels.conv import PreparedConv2d
+from reverb_edge.kernels.simd import LANES, vaffine, vload, vmuladd, vstore
 
 from reverb_edge.errors import InputError
 from reverb_edge.kernels.checks import check_binary_conv2d
@@ -55,94 +65,74 @@ def binary_conv2d_events(
         "binary_conv2d_events", np.zeros(input_shape, np.float32), weight_bits, scale, bias,
         input_shape[0], stride, padding, dilation, groups,
     )
-    bits_by_position = np.ascontiguousarray(weight_bits.transpose(1, 2, 3, 0))
-    row_targets, col_targets = _target_tables(input_shape, geometry)
-    out = np.empty((geometry.out_channels, geometry.out_height, geometry.out_width), np.float32)
-    _binary_conv2d_events_kernel(
-        channel, y, x, input_shape[0], bits_by_position, scale, bias, geometry.groups, row_targets, col_targets, out
+    signs = unpack_signs(weight_bits, input_shape[0] // geometry.groups).transpose(0, 3, 1, 2)
+    layer = PreparedConv2d(signs.astype(np.float32), scale, bias, geometry, input_shape[1], input_shape[2])
+    out = np.empty_like(layer.out)
+    scatter_events(layer, channel, y, x, np.empty(events_accumulator_shape(layer), np.float32), out)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def events_accumulator_shape(layer: PreparedConv2d) -> tuple[int, int, int]:
+    """Return the shape of the scratch accumulator that :func:`scatter_events` needs for ``layer``."""
+    geometry = layer.geometry
+    return geometry.out_height, geometry.out_width, layer.rows.shape[0] * layer.rows.shape[-1]
+
+
+def scatter_events(layer: PreparedConv2d, channel: np.ndarray, y: np.ndarray, x: np.ndarray, accumulator: np.ndarray,
+                   out: np.ndarray) -> np.ndarray:
+    """Compute ``layer`` on checked events (int64 channel, y, x) into ``out`` (OH, OW, O), channels-last."""
+    geometry = layer.geometry
+    _scatter_events_kernel(
+        channel, y, x, layer.rows, layer.scale, layer.bias, geometry.stride[0], geometry.stride[1],
+        geometry.padding[0], geometry.padding[2], geometry.dilation[0], geometry.dilation[1], accumulator, out,
     )
     return out
 
 
 @njit(**NJIT_OPTIONS)
-def _binary_conv2d_events_kernel(channel, ys, xs, channels, bits_by_position, scale, bias, groups, row_targets, col_targets, out):
-    _, _, _, out_channels = bits_by_position.shape
-    _, out_height, out_width = out.shape
-    group_in = channels // groups
+def _scatter_events_kernel(channel, ys, xs, rows, scale, bias, stride_h, stride_w, top, left, dilation_h, dilation_w,
+                           accumulator, out):
+    groups, kernel_h, kernel_w, group_in, padded = rows.shape
+    out_height, out_width, out_channels = out.shape
     group_out = out_channels // groups
-    acc = np.zeros((out_height, out_width, out_channels), dtype=np.float32)
+    flat_acc = accumulator.reshape(-1)
+    flat_rows = rows.reshape(-1)
+    flat_out = out.reshape(-1)
+    flat_scale = scale.reshape(-1)
+    flat_bias = bias.reshape(-1)
+    flat_acc[:] = 0.0
+    one = np.float32(1.0)
 
     for e in range(channel.shape[0]):
-        c = channel[e]
-        group = c // group_in
-        channel_in_group = c - group * group_in
-        word = channel_in_group // 64
-        mask = np.uint64(1) << np.uint64(channel_in_group % 64)
-        o_start = group * group_out
-        # Each event adds +1 or -1 to every output it reaches.
-        _scatter_signed(
-            acc, bits_by_position, word, mask, o_start, o_start + group_out, row_targets, col_targets,
-            ys[e], xs[e], np.float32(1.0),
-        )
-
-    _apply_affine(acc, scale, bias, out)
-
-
-def _target_tables(x_shape, geometry) -> tuple[np.ndarray, np.ndarray]:
-    """Return the output row and column that each input row/column reaches per kernel offset."""
-    _, height, width = x_shape
-    (kernel_h, kernel_w), (stride_h, stride_w) = geometry.kernel, geometry.stride
-    top, _, left, _ = geometry.padding
-    dilation_h, dilation_w = geometry.dilation
-    row_targets = np.empty((height, kernel_h), dtype=np.int64)
-    col_targets = np.empty((width, kernel_w), dtype=np.int64)
-    _fill_targets(row_targets, stride_h, top, dilation_h, geometry.out_height)
-    _fill_targets(col_targets, stride_w, left, dilation_w, geometry.out_width)
-    return row_targets, col_targets
-
-
-@njit(**NJIT_OPTIONS)
-def _fill_targets(targets, stride, pad_before, dilation, out_size):
-    # Input index i with kernel offset k feeds output index o when
-    # o * stride + k * dilation - pad_before == i. Store o, or -1 when no o fits.
-    size, kernel = targets.shape
-    for i in range(size):
-        for k in range(kernel):
-            shifted = i + pad_before - k * dilation
-            target = -1
-            if shifted >= 0 and shifted % stride == 0:
-                target = shifted // stride
-                if target >= out_size:
-                    target = -1
-            targets[i, k] = target
-
-
-@njit(**NJIT_OPTIONS)
-def _scatter_signed(acc, bits_by_position, word, mask, o_start, o_stop, row_targets, col_targets, iy, ix, value):
-    """Add ``value`` or ``-value`` to every output that input pixel (iy, ix) reaches, by weight sign."""
-    kernel_h, kernel_w = row_targets.shape[1], col_targets.shape[1]
-    negated = -value
-    for ky in range(kernel_h):
-        oy = row_targets[iy, ky]
-        if oy < 0:
-            continue
-        for kx in range(kernel_w):
-            ox = col_targets[ix, kx]
-            if ox < 0:
+        group = channel[e] // group_in
+        channel_in_group = channel[e] - group * group_in
+        for ky in range(kernel_h):
+            # Input row y meets kernel row ky at output row oy when oy * stride + ky * dilation - top == y.
+            shifted = ys[e] + top - ky * dilation_h
+            if shifted < 0 or shifted % stride_h != 0 or shifted // stride_h >= out_height:
                 continue
-            for o in range(o_start, o_stop):
-                # Sign-add: bit 1 adds the input, bit 0 subtracts it.
-                if bits_by_position[ky, kx, word, o] & mask:
-                    acc[oy, ox, o] += value
-                else:
-                    acc[oy, ox, o] += negated
+            oy = shifted // stride_h
+            for kx in range(kernel_w):
+                shifted = xs[e] + left - kx * dilation_w
+                if shifted < 0 or shifted % stride_w != 0 or shifted // stride_w >= out_width:
+                    continue
+                ox = shifted // stride_w
+                at = ((oy * out_width + ox) * groups + group) * padded
+                row = (((group * kernel_h + ky) * kernel_w + kx) * group_in + channel_in_group) * padded
+                for lane in range(0, padded, LANES):
+                    # Each event adds its ±1.0 row once: multiplying by 1.0 is exact.
+                    vstore(flat_acc, at + lane, vmuladd(vload(flat_acc, at + lane), vload(flat_rows, row + lane), one))
 
-
-@njit(**NJIT_OPTIONS)
-def _apply_affine(acc, scale, bias, out):
-    # acc is (OH, OW, O) and out is (O, OH, OW).
-    out_height, out_width, out_channels = acc.shape
-    for o in range(out_channels):
-        for oy in range(out_height):
-            for ox in range(out_width):
-                out[o, oy, ox] = scale[o] * acc[oy, ox, o] + bias[o]
+    whole = group_out % LANES == 0
+    for pixel in range(out_height * out_width):
+        for group in range(groups):
+            source = (pixel * groups + group) * padded
+            target = pixel * out_channels + group * group_out
+            constants = group * padded
+            if whole:
+                for lane in range(0, group_out, LANES):
+                    z = vload(flat_acc, source + lane)
+                    vstore(flat_out, target + lane, vaffine(z, vload(flat_scale, constants + lane), vload(flat_bias, constants + lane)))
+            else:
+                for j in range(group_out):
+                    flat_out[target + j] = flat_scale[constants + j] * flat_acc[source + j] + flat_bias[constants + j]
