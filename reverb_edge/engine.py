@@ -158,15 +158,18 @@ def _make_fast_executor(node: Node, input_shape: tuple[int, ...], tensors: dict[
     if isinstance(node, (Conv2d, Linear)):
         weight = _float_weight(node, tensors)
         scale, bias = tensors[f"{node.name}.scale"], tensors[f"{node.name}.bias"]
+        rows = engine.model.prepared.get(f"{node.name}.rows")
         if isinstance(node, Linear):
-            layer = prepare_linear(weight, scale, bias)
+            layer = prepare_linear(weight, scale, bias, rows=rows)
+            engine.model.prepared[f"{node.name}.rows"] = layer.conv.rows
         else:
             channels, height, width = input_shape
             geometry = check_float_conv2d(
                 node.name, np.empty(input_shape, np.float32), weight, scale, bias, node.stride, node.padding, node.dilation, node.groups,
             )[4]
             bits = tensors[f"{node.name}.weight"] if node.weight_format == "binary" else None
-            layer = PreparedConv2d(weight, scale, bias, geometry, height, width, weight_bits=bits)
+            layer = PreparedConv2d(weight, scale, bias, geometry, height, width, weight_bits=bits, rows=rows)
+            engine.model.prepared[f"{node.name}.rows"] = layer.rows
 
         def synapses(x):
             return layer(x, engine.threads)

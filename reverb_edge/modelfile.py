@@ -19,7 +19,7 @@ values: constants finite, padding bits of packed rows zero.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,9 @@ class Model:
     tensors: dict[str, np.ndarray]
     path: Path | None = None
     file_size: int | None = None
+    # Arrays derived from the tensors once and shared by every engine on this model (the
+    # Numba engine's ±1.0 weight rows), so that Engine.clone() does not copy them again.
+    prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _bits_length(graph: Graph, tensor_name: str) -> int | None:

@@ -249,3 +249,15 @@ def test_engine_trace_is_channels_first(mnist_like_path, rng):
     trace = engine.trace(_inputs(engine, rng, 1)[0])
     for node in engine.graph.nodes:
         assert trace[node.name].shape == (engine.timesteps, *engine.graph.shapes[node.name]), node.name
+
+
+def test_engine_clones_share_weight_rows(every_node_path, rng):
+    engine = Engine.load(every_node_path)
+    clone = engine.clone()
+    layers = [(engine._executors[n.name], clone._executors[n.name]) for n in engine.graph.nodes if n.type_name == "Conv2d"]
+    assert layers
+    for original, copy in layers:
+        assert copy.layer.rows is original.layer.rows
+        assert copy.layer.out is not original.layer.out
+    x = _inputs(engine, rng, 1)[0]
+    np.testing.assert_array_equal(clone.predict(x), engine.predict(x))

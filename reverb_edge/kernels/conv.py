@@ -64,13 +64,15 @@ class PreparedConv2d:
     """
 
     def __init__(self, weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, geometry: Conv2dGeometry,
-                 in_height: int, in_width: int, weight_bits: np.ndarray | None = None) -> None:
+                 in_height: int, in_width: int, weight_bits: np.ndarray | None = None,
+                 rows: np.ndarray | None = None) -> None:
         self.geometry = geometry
         # A binary layer with wide inputs also gets the popcount kernel, used when an input is all 0 and 1.
         self.popcount = None
         if weight_bits is not None and geometry.in_channels // geometry.groups >= POPCOUNT_FROM:
             self.popcount = PopcountConv2d(weight_bits, scale, bias, geometry, in_height, in_width)
-        self.rows = weight_rows(weight, geometry.groups)
+        # ``rows`` may come from another layer over the same weights: it is only read.
+        self.rows = weight_rows(weight, geometry.groups) if rows is None else rows
         self.scale = _padded_constants(scale, geometry.groups, self.rows.shape[-1])
         self.bias = _padded_constants(bias, geometry.groups, self.rows.shape[-1])
         self.group_in = geometry.in_channels // geometry.groups
@@ -233,12 +235,12 @@ class PreparedLinear:
         return out.reshape(-1), events
 
 
-def prepare_linear(weight: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> PreparedLinear:
-    """Prepare a linear layer with float weights (O, I) (±1.0 for a binary layer)."""
+def prepare_linear(weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, rows: np.ndarray | None = None) -> PreparedLinear:
+    """Prepare a linear layer with float weights (O, I) (±1.0 for a binary layer); see :class:`PreparedConv2d`."""
     out_features, in_features = weight.shape
     geometry = Conv2dGeometry(in_features, out_features, 1, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 1)
     weight = np.asarray(weight, np.float32).reshape(out_features, in_features, 1, 1)
-    return PreparedLinear(PreparedConv2d(weight, scale, bias, geometry, 1, 1))
+    return PreparedLinear(PreparedConv2d(weight, scale, bias, geometry, 1, 1, rows=rows))
 
 
 def _channels_first(x, weight, scale, bias, geometry) -> np.ndarray:
