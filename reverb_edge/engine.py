@@ -41,6 +41,24 @@ BACKENDS = {"numba": kernels, "reference": reference}
 # is far above any network that a Raspberry Pi-class board runs.
 MAX_STATE_ELEMENTS = 1 << 27
 
+# The Numba backend keeps synaptic weights as float32 rows (4 bytes per weight, each row padded
+# to 16 outputs), 32 times their packed size. 2**26 of them (256 MiB) leaves room on a board
+# with 1 GiB of memory; a ResNet-19 with 12.6 million weights needs about a fifth of it.
+MAX_WEIGHT_ROW_ELEMENTS = 1 << 26
+
+
+def weight_row_elements(graph: Graph) -> int:
+    """Return how many float32 weights the Numba backend prepares for ``graph``'s synaptic layers."""
+    total = 0
+    for node in graph.nodes:
+        if isinstance(node, Conv2d):
+            group_out = node.out_channels // node.groups
+            padded = -(-group_out // 16) * 16
+            total += node.in_channels * node.kernel_size[0] * node.kernel_size[1] * padded
+        elif isinstance(node, Linear):
+            total += node.in_features * (-(-node.out_features // 16) * 16)
+    return total
+
 
 def check_threads(threads) -> int:
     """Return ``threads`` as an int in [1, the number of threads Numba may start], or raise InputError."""
@@ -228,6 +246,12 @@ class Engine:
                 f"the model's neurons need {state_elements} membrane potentials, more than the "
                 f"{MAX_STATE_ELEMENTS} this engine allocates; the model is too large for the device"
             )
+        if backend == "numba" and weight_row_elements(model.graph) > MAX_WEIGHT_ROW_ELEMENTS:
+            megabytes = weight_row_elements(model.graph) * 4 / 2**20
+            raise InputError(
+                f"the model's weights take {megabytes:.0f} MiB as the engine's float32 rows, more than the "
+                f"{MAX_WEIGHT_ROW_ELEMENTS * 4 // 2**20} MiB it allocates; the model is too large for the device"
+            )
         self.model = model
         self.backend = backend
         graph = model.graph
@@ -321,21 +345,30 @@ class Engine:
                 f"input has dtype {array.dtype}, but the engine expects the normalised float input; "
                 "turn images into it with engine.preprocess(image)"
             )
-        array = np.ascontiguousarray(array, dtype=np.float32)
         if not np.isfinite(array).all():
             raise InputError("input contains NaN or infinity")
-        return array
+        with np.errstate(over="ignore"):
+            converted = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(converted).all():
+            largest = float(np.abs(array).max())
+            raise InputError(
+                f"input values up to {largest:.3g} exceed the float32 range (3.4e38); normalise the input "
+                "as the model's input spec says (engine.preprocess does)"
+            )
+        return converted
 
     def _internal(self, array: np.ndarray) -> np.ndarray:
-        """Return a (C, H, W) array in the backend's layout."""
+        """Return a (C, H, W) array in the backend's layout, as a new writable array for the Numba backend."""
         if self._fast and array.ndim == 3:
-            return np.ascontiguousarray(array.transpose(1, 2, 0))
+            # Always a copy: with one channel the transpose is already contiguous, and a view of a
+            # read-only input would reach the kernels as another type and compile them again.
+            return array.transpose(1, 2, 0).copy()
         return array
 
     def _public(self, array: np.ndarray) -> np.ndarray:
         """Return a copy of a backend array in the (C, H, W) layout."""
         if self._fast and array.ndim == 3:
-            return np.ascontiguousarray(array.transpose(2, 0, 1))
+            return array.transpose(2, 0, 1).copy()
         return array.copy()
 
     def _run(

