@@ -71,9 +71,11 @@ class PreparedConv2d:
         self.bias = _padded_constants(bias, geometry.groups, self.rows.shape[-1])
         self.group_in = geometry.in_channels // geometry.groups
         self.in_shape = (in_height, in_width, geometry.in_channels)
-        self.channel_lists = np.empty(self.in_shape, np.int32)
-        self.active_values = np.empty(self.in_shape, np.float32)
-        self.counts = np.empty((in_height, in_width, geometry.groups), np.int32)
+        # The non-zero inputs of each input row and group, in (column, channel) order: key
+        # column * Cg + channel, value, and where each column's run starts.
+        self.keys = np.empty((in_height, geometry.groups, in_width * self.group_in), np.int32)
+        self.values = np.empty((in_height, geometry.groups, in_width * self.group_in), np.float32)
+        self.starts = np.empty((in_height, geometry.groups, in_width + 1), np.int64)
         self.out = np.empty((geometry.out_height, geometry.out_width, geometry.out_channels), np.float32)
         (self.stride_h, self.stride_w), self.dilation = geometry.stride, geometry.dilation
         self.top, self.left = geometry.padding[0], geometry.padding[2]
@@ -81,11 +83,11 @@ class PreparedConv2d:
     def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None) -> tuple[np.ndarray, int]:
         if self.popcount is not None and dense is None and _is_binary(x.reshape(-1)):
             return self.popcount(x), self.popcount.events
-        events = _list_active_channels(x, self.group_in, self.channel_lists, self.active_values, self.counts)
+        events = _list_row_events(x, self.group_in, self.keys, self.values, self.starts)
         if dense is None:
             dense = events >= DENSE_FROM * x.size
         arguments = (
-            x, self.channel_lists, self.active_values, self.counts, self.rows, self.scale, self.bias, self.stride_h, self.stride_w,
+            x, self.keys, self.values, self.starts, self.rows, self.scale, self.bias, self.stride_h, self.stride_w,
             self.top, self.left, self.dilation[0], self.dilation[1], dense, self.out,
         )
         if threads > 1 and self.out.shape[0] > 1:
@@ -216,58 +218,61 @@ def _channels_first(x, weight, scale, bias, geometry) -> np.ndarray:
 
 
 @njit(**NJIT_OPTIONS)
-def _list_active_channels(x, group_in, channel_lists, active_values, counts):
-    """Compress every pixel's non-zero channels, per group; return how many there are.
+def _list_row_events(x, group_in, keys, values, starts):
+    """Compress the non-zero inputs of every input row and group; return how many there are.
 
-    For pixel (iy, ix) and group g, the n non-zero channels' indices within
-    the group (increasing) go to ``channel_lists[iy, ix, g*Cg : g*Cg + n]``,
-    their values to the same places of ``active_values``, and n to
-    ``counts[iy, ix, g]``. The loop has no data-dependent branch: every
-    channel is written, and the write position advances only past non-zeros.
+    For row iy and group g, entry k of ``keys[iy, g]`` is ix * Cg + c and of
+    ``values[iy, g]`` the value of input channel c (within the group) at
+    column ix, in increasing key order. The entries of column ix are
+    [starts[iy, g, ix], starts[iy, g, ix + 1]). The loop has no data-dependent
+    branch: every input is written, and the write position advances only past
+    non-zeros.
     """
     height, width, channels = x.shape
-    groups = counts.shape[2]
+    groups = keys.shape[1]
     flat_x = x.reshape(-1)
-    flat_lists = channel_lists.reshape(-1)
-    flat_values = active_values.reshape(-1)
-    flat_counts = counts.reshape(-1)
     total = 0
-    for pixel in range(height * width):
+    for iy in range(height):
         for group in range(groups):
-            start = pixel * channels + group * group_in
+            row_keys = keys[iy, group]
+            row_values = values[iy, group]
+            row_starts = starts[iy, group]
             n = 0
-            for channel in range(group_in):
-                value = flat_x[start + channel]
-                flat_lists[start + n] = channel
-                flat_values[start + n] = value
-                n += 1 if value != 0.0 else 0
-            flat_counts[pixel * groups + group] = n
+            for ix in range(width):
+                row_starts[ix] = n
+                pixel = (iy * width + ix) * channels + group * group_in
+                for channel in range(group_in):
+                    value = flat_x[pixel + channel]
+                    row_keys[n] = ix * group_in + channel
+                    row_values[n] = value
+                    n += 1 if value != 0.0 else 0
+            row_starts[width] = n
             total += n
     return total
 
 
 @njit(**NJIT_OPTIONS)
 def _conv2d_rows(
-    x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+    x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
     dilation_w, dense, out, row_start, row_stop,
 ):
     """Compute output rows [row_start, row_stop) of a channels-last convolution."""
     # Constant arguments, so that Numba compiles one version per mode with no test of the mode inside.
     if dense:
         _conv2d_rows_in_mode(
-            x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+            x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
             dilation_w, True, out, row_start, row_stop,
         )
     else:
         _conv2d_rows_in_mode(
-            x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+            x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
             dilation_w, False, out, row_start, row_stop,
         )
 
 
 @njit(**NJIT_OPTIONS)
 def _conv2d_rows_in_mode(
-    x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+    x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
     dilation_w, dense, out, row_start, row_stop,
 ):
     """Compute output rows [row_start, row_stop) of a channels-last convolution in one mode.
@@ -283,14 +288,17 @@ def _conv2d_rows_in_mode(
     out_width, out_channels = out.shape[1], out.shape[2]
     group_out = out_channels // groups
     flat_x = x.reshape(-1)
-    flat_lists = channel_lists.reshape(-1)
-    flat_values = active_values.reshape(-1)
-    flat_counts = counts.reshape(-1)
+    flat_keys = keys.reshape(-1)
+    flat_values = values.reshape(-1)
+    flat_starts = starts.reshape(-1)
     flat_rows = rows.reshape(-1)
     flat_scale = scale.reshape(-1)
     flat_bias = bias.reshape(-1)
     flat_out = out.reshape(-1)
     stride = np.uint64(padded)
+    # With no dilation along x, the kernel columns of one kernel row meet adjacent input columns,
+    # whose non-zero inputs are one contiguous run of the row's list: one loop instead of kw.
+    segments = 1 if dilation_w == 1 else kernel_w
 
     for group in range(groups):
         for block in range(0, padded, 4 * LANES):
@@ -303,27 +311,50 @@ def _conv2d_rows_in_mode(
                     acc1 = vzero()
                     acc2 = vzero()
                     acc3 = vzero()
+                    first_column = ox * stride_w - left
                     for ky in range(kernel_h):
                         iy = oy * stride_h + ky * dilation_h - top
                         if iy < 0 or iy >= height:
                             continue
-                        for kx in range(kernel_w):
-                            ix = ox * stride_w + kx * dilation_w - left
-                            if ix < 0 or ix >= width:
-                                continue
-                            pixel = np.uint64((iy * width + ix) * channels + group * group_in)
-                            row = np.uint64((((group * kernel_h + ky) * kernel_w + kx) * group_in) * padded + block)
-                            if dense:
-                                active = np.uint64(group_in)
-                            else:
-                                active = np.uint64(flat_counts[(iy * width + ix) * groups + group])
-                            for k in range(active):
-                                if dense:
+                        if dense:
+                            for kx in range(kernel_w):
+                                ix = first_column + kx * dilation_w
+                                if ix < 0 or ix >= width:
+                                    continue
+                                pixel = np.uint64((iy * width + ix) * channels + group * group_in)
+                                row = np.uint64((((group * kernel_h + ky) * kernel_w + kx) * group_in) * padded + block)
+                                for k in range(np.uint64(group_in)):
                                     value = flat_x[pixel + k]
                                     at = row + k * stride
-                                else:
-                                    value = flat_values[pixel + k]
-                                    at = row + np.uint64(flat_lists[pixel + k]) * stride
+                                    acc0 = vmuladd(acc0, vload(flat_rows, at), value)
+                                    if vectors > 1:
+                                        acc1 = vmuladd(acc1, vload(flat_rows, at + LANES), value)
+                                    if vectors > 2:
+                                        acc2 = vmuladd(acc2, vload(flat_rows, at + 2 * LANES), value)
+                                    if vectors > 3:
+                                        acc3 = vmuladd(acc3, vload(flat_rows, at + 3 * LANES), value)
+                            continue
+
+                        listed = (iy * groups + group) * width * group_in
+                        runs = (iy * groups + group) * (width + 1)
+                        for segment in range(segments):
+                            if segments == 1:
+                                low = max(first_column, 0)
+                                high = min(first_column + kernel_w, width)
+                                kx_minus_ix = -first_column
+                            else:
+                                low = first_column + segment * dilation_w
+                                high = low + 1
+                                kx_minus_ix = segment - low
+                                if low < 0 or low >= width:
+                                    continue
+                            if low >= high:
+                                continue
+                            # Entry key = ix * Cg + c has weight row ((g * kh + ky) * kw + kx) * Cg + c.
+                            base = (((group * kernel_h + ky) * kernel_w + kx_minus_ix) * group_in) * padded + block
+                            for k in range(np.uint64(listed + flat_starts[runs + low]), np.uint64(listed + flat_starts[runs + high])):
+                                value = flat_values[k]
+                                at = np.uint64(base + np.int64(flat_keys[k]) * padded)
                                 acc0 = vmuladd(acc0, vload(flat_rows, at), value)
                                 if vectors > 1:
                                     acc1 = vmuladd(acc1, vload(flat_rows, at + LANES), value)
@@ -363,7 +394,7 @@ def _conv2d_rows_in_mode(
 
 @njit(**PARALLEL_OPTIONS)
 def _conv2d_parallel(
-    x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+    x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
     dilation_w, dense, out, parts,
 ):
     """Split the output rows into ``parts`` bands and compute them on Numba's thread pool."""
@@ -371,6 +402,6 @@ def _conv2d_parallel(
     band = -(-out_height // parts)
     for part in prange(parts):
         _conv2d_rows(
-            x, channel_lists, active_values, counts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+            x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
             dilation_w, dense, out, part * band, min(out_height, (part + 1) * band),
         )
