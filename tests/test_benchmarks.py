@@ -1,11 +1,12 @@
 """Timings of the engine's kernels and of whole inferences, with pytest-benchmark.
 
 These tests assert results, never speed: timings vary from machine to machine,
-and the speed comparisons live in BENCHMARKS.md. The suite runs briefly with
-the other tests (a few rounds each). For steadier figures, run it alone with
-more time per benchmark::
+and the speed comparisons live in BENCHMARKS.md. pytest.ini makes the suite
+brief (at least 3 rounds and 0.05 s per benchmark) when it runs with the
+other tests. For steadier figures, run it alone with more time per
+benchmark; options given on the command line override pytest.ini::
 
-    pytest tests/test_benchmarks.py --benchmark-max-time=2 --benchmark-min-rounds=50
+    pytest tests/test_benchmarks.py --benchmark-max-time=1 --benchmark-min-rounds=50 --benchmark-warmup=on
 """
 
 import numpy as np
@@ -18,7 +19,7 @@ from reverb_edge.kernels.conv import PreparedConv2d
 from reverb_edge.kernels.neuron import _lif_step_kernel
 from reverb_edge.kernels.pool import max_pool2d_hwc
 
-BRIEF = pytest.mark.benchmark(max_time=0.05, min_rounds=3, warmup=False)
+BRIEF = pytest.mark.benchmark(group="kernels")
 
 
 def mnist_layer(rng, density: float):
