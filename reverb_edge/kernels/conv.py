@@ -299,6 +299,7 @@ def _conv2d_rows_in_mode(
     # With no dilation along x, the kernel columns of one kernel row meet adjacent input columns,
     # whose non-zero inputs are one contiguous run of the row's list: one loop instead of kw.
     segments = 1 if dilation_w == 1 else kernel_w
+    dense_segments = 1 if dilation_w == 1 and groups == 1 else kernel_w
 
     for group in range(groups):
         for block in range(0, padded, 4 * LANES):
@@ -317,13 +318,25 @@ def _conv2d_rows_in_mode(
                         if iy < 0 or iy >= height:
                             continue
                         if dense:
-                            for kx in range(kernel_w):
-                                ix = first_column + kx * dilation_w
-                                if ix < 0 or ix >= width:
+                            for segment in range(dense_segments):
+                                if dense_segments == 1:
+                                    # One group and no dilation along x: the inputs of columns low to high
+                                    # and their weight rows are both contiguous, (column, channel) in order.
+                                    low = max(first_column, 0)
+                                    high = min(first_column + kernel_w, width)
+                                    kx = low - first_column
+                                    run = (high - low) * group_in
+                                else:
+                                    kx = segment
+                                    low = first_column + kx * dilation_w
+                                    run = group_in
+                                    if low < 0 or low >= width:
+                                        continue
+                                if run <= 0:
                                     continue
-                                pixel = np.uint64((iy * width + ix) * channels + group * group_in)
+                                pixel = np.uint64((iy * width + low) * channels + group * group_in)
                                 row = np.uint64((((group * kernel_h + ky) * kernel_w + kx) * group_in) * padded + block)
-                                for k in range(np.uint64(group_in)):
+                                for k in range(np.uint64(run)):
                                     value = flat_x[pixel + k]
                                     at = row + k * stride
                                     acc0 = vmuladd(acc0, vload(flat_rows, at), value)
