@@ -35,8 +35,8 @@ from numba import literally, njit, prange
 from reverb_edge.bitpack import unpack_signs
 from reverb_edge.kernels.checks import Conv2dGeometry, check_binary_conv2d, check_float_conv2d
 from reverb_edge.kernels.config import NJIT_OPTIONS, PARALLEL_OPTIONS
-from reverb_edge.kernels.popcount import POPCOUNT_FROM, PopcountConv2d, _is_binary
-from reverb_edge.kernels.simd import LANES, vaffine, vlane, vload, vmuladd, vstore, vzero
+from reverb_edge.kernels.popcount import POPCOUNT_FROM, PopcountConv2d, _is_binary, trailing_zeros
+from reverb_edge.kernels.simd import LANES, vaffine, vlane, vload, vmuladd, vnonzero_bits, vstore, vzero
 
 # One output pixel holds up to this many channels in registers (four 16-lane vectors).
 BLOCK = 4 * LANES
@@ -224,9 +224,9 @@ def _list_row_events(x, group_in, keys, values, starts):
     For row iy and group g, entry k of ``keys[iy, g]`` is ix * Cg + c and of
     ``values[iy, g]`` the value of input channel c (within the group) at
     column ix, in increasing key order. The entries of column ix are
-    [starts[iy, g, ix], starts[iy, g, ix + 1]). The loop has no data-dependent
-    branch: every input is written, and the write position advances only past
-    non-zeros.
+    [starts[iy, g, ix], starts[iy, g, ix + 1]). Channels are tested 16 at a
+    time with one vector compare, and only the set bits of the result are
+    visited, so the work follows the number of non-zero inputs.
     """
     height, width, channels = x.shape
     groups = keys.shape[1]
@@ -241,11 +241,23 @@ def _list_row_events(x, group_in, keys, values, starts):
             for ix in range(width):
                 row_starts[ix] = n
                 pixel = (iy * width + ix) * channels + group * group_in
-                for channel in range(group_in):
+                channel = 0
+                while channel + LANES <= group_in:
+                    bits = vnonzero_bits(flat_x, pixel + channel)
+                    while bits != 0:
+                        found = channel + np.int64(trailing_zeros(bits))
+                        row_keys[n] = ix * group_in + found
+                        row_values[n] = flat_x[pixel + found]
+                        n += 1
+                        bits &= bits - np.uint64(1)
+                    channel += LANES
+                # The last group_in % 16 channels, without a branch on the value.
+                while channel < group_in:
                     value = flat_x[pixel + channel]
                     row_keys[n] = ix * group_in + channel
                     row_values[n] = value
                     n += 1 if value != 0.0 else 0
+                    channel += 1
             row_starts[width] = n
             total += n
     return total

@@ -19,7 +19,7 @@ Numba has no popcount in nopython mode, so ``popcount`` emits LLVM's
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.core import config
+from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 from reverb_edge.bitpack import words_for
@@ -40,11 +40,33 @@ def _ctpop(typingctx, word):
     return types.uint64(types.uint64), codegen
 
 
+@intrinsic
+def _cttz(typingctx, word):
+    if word != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(64), [ir.IntType(64), ir.IntType(1)]), "llvm.cttz.i64"
+        )
+        # The second operand says a zero word is undefined: callers test for zero first.
+        return builder.call(function, [args[0], ir.Constant(ir.IntType(1), 1)])
+
+    return types.uint64(types.uint64), codegen
+
+
 def _py_ctpop(word):
     return np.uint64(int(word).bit_count())
 
 
+def _py_cttz(word):
+    word = int(word)
+    return np.uint64((word & -word).bit_length() - 1)
+
+
 popcount = _py_ctpop if config.DISABLE_JIT else _ctpop
+# The index of the lowest set bit of a non-zero uint64 word (TZCNT, or RBIT and CLZ on ARM).
+trailing_zeros = _py_cttz if config.DISABLE_JIT else _cttz
 
 
 def binary_conv2d_popcount(

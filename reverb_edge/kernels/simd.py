@@ -108,6 +108,18 @@ def _vaffine(typingctx, vector, scale, bias):
     return float32x16(vector, scale, bias), codegen
 
 
+@intrinsic
+def _vnonzero_bits(typingctx, array, index):
+    """Return a uint64 whose bit j is set where array[index + j] is not 0.0 (NaN included), j < 16."""
+
+    def codegen(context, builder, signature, args):
+        vector = builder.load(_vector_pointer(context, builder, signature.args[0], args[0], args[1]), align=4)
+        nonzero = builder.fcmp_unordered("!=", vector, ir.Constant(_VECTOR, [0.0] * LANES))
+        return builder.zext(builder.bitcast(nonzero, ir.IntType(LANES)), ir.IntType(64))
+
+    return types.uint64(array, index), codegen
+
+
 def _py_vzero():
     return np.zeros(LANES, np.float32)
 
@@ -128,11 +140,18 @@ def _py_vlane(vector, lane):
     return vector[lane]
 
 
+def _py_vnonzero_bits(array, index):
+    nonzero = array[index:index + LANES] != 0.0
+    return np.uint64(sum(1 << j for j in range(LANES) if nonzero[j]))
+
+
 def _py_vaffine(vector, scale, bias):
     return scale * vector + bias
 
 
 if config.DISABLE_JIT:
     vzero, vload, vstore, vmuladd, vaffine, vlane = _py_vzero, _py_vload, _py_vstore, _py_vmuladd, _py_vaffine, _py_vlane
+    vnonzero_bits = _py_vnonzero_bits
 else:
     vzero, vload, vstore, vmuladd, vaffine, vlane = _vzero, _vload, _vstore, _vmuladd, _vaffine, _vlane
+    vnonzero_bits = _vnonzero_bits
