@@ -276,6 +276,13 @@ class Engine:
         self._neuron_constants = {
             node.name: (np.float32(node.tau), np.float32(node.threshold)) for node in graph.nodes if node.stateful
         }
+        # One entry per node, resolved once so that each timestep only looks up values:
+        # (name, kind, sources, function, time-invariant).
+        self._plan = [
+            (node.name, self._kind(node), tuple(graph.sources[node.name]), self._node_function(node),
+             node.name in self._invariant)
+            for node in graph.nodes
+        ]
         self._busy = threading.Lock()
         self.stats: dict[str, LayerStats] = {}
         self.reset_stats()
@@ -371,51 +378,69 @@ class Engine:
             return array.transpose(2, 0, 1).copy()
         return array.copy()
 
+    _NEURON, _SYNAPSES, _OTHER = range(3)
+
+    def _kind(self, node: Node) -> int:
+        if node.stateful:
+            return self._NEURON
+        return self._SYNAPSES if isinstance(node, (Conv2d, Linear)) else self._OTHER
+
+    def _node_function(self, node: Node) -> Callable:
+        """Return the function that computes ``node`` in this engine's backend.
+
+        A neuron node maps its input current to (spikes, number fired), a
+        synaptic node its input to (output, non-zero inputs), any other node
+        its inputs to its output.
+        """
+        name = node.name
+        if not node.stateful:
+            if self._fast or not isinstance(node, (Conv2d, Linear)):
+                return self._executors[name]
+            executor = self._executors[name]
+            return lambda x: (executor(x), int(np.count_nonzero(x)))
+
+        membrane, spikes = self._membranes[name], self._spike_buffers[name]
+        if not self._fast:
+            return lambda current: self._kernels.lif_step(current, membrane, node.tau, node.threshold, spikes)
+
+        tau, threshold = self._neuron_constants[name]
+        flat_membrane, flat_spikes = membrane.reshape(-1), spikes.reshape(-1)
+
+        def step(current):
+            return spikes, _lif_step_kernel(current.reshape(-1), flat_membrane, tau, threshold, flat_spikes)
+
+        return step
+
     def _run(
         self, x: np.ndarray, cache: dict[str, np.ndarray] | None, record: dict[str, list] | None = None
     ) -> np.ndarray:
         """Run one timestep on ``x``, already in the backend's layout."""
         values: dict[str, np.ndarray] = {"input": x}
-        graph = self.graph
-        for node in graph.nodes:
-            name = node.name
+        stats_by_name = self.stats
+        for name, kind, sources, function, invariant in self._plan:
             if cache is not None and name in cache:
                 values[name] = cache[name]
                 continue
 
-            args = [values[source] for source in graph.sources[name]]
-            stats = self.stats[name]
+            stats = stats_by_name[name]
             stats.timesteps += 1
-            if node.stateful:
-                values[name] = self._lif(name, args[0], stats)
-            elif not isinstance(node, (Conv2d, Linear)):
-                values[name] = self._executors[name](*args)
-            elif self._fast:
-                values[name], events = self._executors[name](args[0])
-                stats.inputs += args[0].size
+            if kind == self._NEURON:
+                values[name], fired = function(values[sources[0]])
+                stats.spikes += int(fired)
+            elif kind == self._SYNAPSES:
+                x_in = values[sources[0]]
+                values[name], events = function(x_in)
+                stats.inputs += x_in.size
                 stats.input_events += events
             else:
-                stats.inputs += args[0].size
-                stats.input_events += int(np.count_nonzero(args[0]))
-                values[name] = self._executors[name](args[0])
+                values[name] = function(*[values[source] for source in sources])
 
-            if cache is not None and name in self._invariant:
+            if cache is not None and invariant:
                 # Fast executors reuse their output buffers, so the cache keeps its own copy.
                 cache[name] = values[name].copy() if self._fast else values[name]
             if record is not None:
                 record.setdefault(name, []).append(self._public(values[name]))
-        return values[graph.output_name]
-
-    def _lif(self, name: str, current: np.ndarray, stats: LayerStats) -> np.ndarray:
-        membrane, spikes = self._membranes[name], self._spike_buffers[name]
-        if self._fast:
-            tau, threshold = self._neuron_constants[name]
-            fired = _lif_step_kernel(current.reshape(-1), membrane.reshape(-1), tau, threshold, spikes.reshape(-1))
-        else:
-            node = self._nodes[name]
-            spikes, fired = self._kernels.lif_step(current, membrane, node.tau, node.threshold, spikes)
-        stats.spikes += int(fired)
-        return spikes
+        return values[self.graph.output_name]
 
     @contextmanager
     def _exclusive(self):
