@@ -252,3 +252,51 @@ def test_bench_skips_cnn_int8_without_calibration_digits(tmp_path):
                                        data=None, timed=4501)
     assert runtimes == []
     assert "--inputs 4500 or fewer" in skipped["cnn-litert-int8"]
+
+
+def test_bench_reports_isolated_pass_and_score_difference():
+    pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
+    result = CliRunner().invoke(main, ["bench", "mnist", "--peer", "torch", "--inputs", "20", "--no-cold-start",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    isolated = report["isolated"]
+    assert set(isolated["latency_ms"]) == {"engine", "torch"}
+    ratio = isolated["latency_ms"]["engine"]["median"] / isolated["latency_ms"]["torch"]["median"]
+    assert isolated["ratio_vs_torch"] == pytest.approx(ratio, rel=1e-3)
+    assert report["score_difference_vs_engine"]["torch"]["median"] < 1e-4
+
+
+def test_bench_withholds_ratio_for_another_network():
+    pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
+    from reverb_edge.benchmark.bench import shipped_cnn_checkpoint
+
+    result = CliRunner().invoke(main, ["bench", "mnist", "--peer", "torch", "--inputs", "20", "--no-cold-start",
+                                       "--torch", str(shipped_cnn_checkpoint("mnist")), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["score_difference_vs_engine"]["torch"]["median"] > 1e-3
+    assert report["ratio_vs_torch"] is None
+    assert report["isolated"]["ratio_vs_torch"] is None
+
+
+def test_bench_torch_network_of_other_input_shape():
+    pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
+    result = CliRunner().invoke(main, ["bench", "mnist", "--peer", "torch", "--inputs", "5", "--no-cold-start",
+                                       "--torch", "reverb_edge.converters.resnet:resnet20"])
+    assert result.exit_code == 1
+    assert "the torch peer (reverb_edge.converters.resnet:resnet20) failed on an input of shape (1, 28, 28)" in result.output
+
+
+def test_bench_cnn_of_other_widths(tmp_path):
+    torch = pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    from reverb_edge.converters.model import build_convnet, save_checkpoint
+    from reverb_edge.converters.plain_cnn import plain_cnn_config
+
+    config = plain_cnn_config(channels=(8, 8, 16))
+    checkpoint = tmp_path / "narrow.pt"
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint, build_convnet(config), config)
+    result = _bench_cnn("--cnn", str(checkpoint))
+    assert result.exit_code == 1
+    assert "layer widths [8, 8, 16, 10], but the benchmarked model has [32, 32, 64, 10]" in result.output

