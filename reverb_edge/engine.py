@@ -42,8 +42,8 @@ BACKENDS = {"numba": kernels, "reference": reference}
 MAX_STATE_ELEMENTS = 1 << 27
 
 # The Numba backend keeps synaptic weights as float32 rows (4 bytes per weight, each row padded
-# to 16 outputs), 32 times their packed size. 2**26 of them (256 MiB) leaves room on a board
-# with 1 GiB of memory; a ResNet-19 with 12.6 million weights needs about a fifth of it.
+# to 16 outputs), 32 times their packed size. 2**26 of them take 256 MiB, which leaves room on a
+# board with 1 GiB of memory. A network with 12.6 million weights needs about a fifth of that.
 MAX_WEIGHT_ROW_ELEMENTS = 1 << 26
 
 

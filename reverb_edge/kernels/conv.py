@@ -18,12 +18,12 @@ channels held in four 16-lane vector registers (``reverb_edge.kernels.simd``).
 Binary weights are stored as ±1.0: multiplying a value by ±1.0 is exact, so
 the result is the sign-add, bit for bit.
 
-Event-driven. Each output pixel gathers its receptive field. In the sparse
-mode it walks, per input pixel, the list of that pixel's non-zero channels,
-so the work is proportional to the number of non-zero inputs (spikes) times
-their fan-out. In the dense mode it walks every channel and skips the
-list; that is cheaper when most inputs are non-zero. Both add the same
-values in the same order, so they give the same result.
+Event-driven. Each output pixel gathers its receptive field, one kernel row
+at a time. In the sparse mode it walks a list of the non-zero inputs of
+each input row, so the work is proportional to the number of non-zero
+inputs (spikes) times their fan-out. In the dense mode it walks every input
+and skips the list, which is cheaper when most inputs are non-zero. Both add
+the same values in the same order, so they give the same result.
 
 Sums are accumulated in float32 with a separate multiply and add (no fused
 multiply-add), in the order shown above.
@@ -38,7 +38,7 @@ from reverb_edge.kernels.config import NJIT_OPTIONS, PARALLEL_OPTIONS
 from reverb_edge.kernels.popcount import POPCOUNT_FROM, PopcountConv2d, _is_binary, trailing_zeros
 from reverb_edge.kernels.simd import LANES, vaffine, vlane, vload, vmuladd, vnonzero_bits, vstore, vzero
 
-# One output pixel holds up to this many channels in registers (four 16-lane vectors).
+# One output pixel keeps up to this many channels in registers (four 16-lane vectors).
 BLOCK = 4 * LANES
 
 # Use the dense mode when at least this fraction of a layer's inputs is non-zero. On
@@ -54,7 +54,7 @@ class PreparedConv2d:
     layer. Calling the object runs the layer on a channels-last input
     (H, W, C) and returns the output (OH, OW, O) and the number of non-zero
     inputs. The output array is reused by the next call, so copy it to keep it.
-    The object holds mutable buffers: use one per thread.
+    The object has mutable buffers, so use one per thread.
     """
 
     def __init__(self, weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, geometry: Conv2dGeometry,
@@ -100,10 +100,10 @@ class PreparedConv2d:
 def weight_rows(weight: np.ndarray, groups: int) -> np.ndarray:
     """Rearrange float weights (O, C / groups, kh, kw) into zero-padded rows (groups, kh, kw, C / groups, P).
 
-    P is O / groups rounded up to a multiple of 16; row [g, ky, kx, ci] holds
+    P is O / groups rounded up to a multiple of 16. Row [g, ky, kx, ci] contains
     the weights from input channel ci of group g to that group's outputs.
     """
-    # NOTE: a depthwise layer (one output per group) uses 1 lane of each 16-lane vector; a
+    # NOTE: a depthwise layer (one output per group) uses 1 lane of each 16-lane vector. A
     # 256-channel depthwise 3 x 3 layer ran about 100 times below the rate of a dense layer.
     out_channels, group_in, kernel_h, kernel_w = weight.shape
     group_out = out_channels // groups
