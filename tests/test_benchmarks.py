@@ -61,6 +61,23 @@ def test_bench_binary_input_conv2d(benchmark, rng, kernel):
 
 
 @BRIEF
+@pytest.mark.parametrize("kernel", ["depthwise", "general"])
+def test_bench_depthwise_conv2d(benchmark, rng, kernel):
+    """A 3 x 3 depthwise layer on 256 channels of 32 x 32, half the inputs non-zero."""
+    weight = np.where(rng.random((256, 1, 3, 3)) < 0.5, -1.0, 1.0).astype(np.float32)
+    scale = np.ones(256, np.float32)
+    bias = np.zeros(256, np.float32)
+    x = rng.standard_normal((32, 32, 256)).astype(np.float32)
+    x[rng.random(x.shape) < 0.5] = 0.0
+    geometry = check_float_conv2d("bench", np.empty((256, 32, 32), np.float32), weight, scale, bias, 1, 1, 1, 256)[4]
+    layer = PreparedConv2d(weight, scale, bias, geometry, 32, 32)
+    dense = None if kernel == "depthwise" else False
+    out, events = benchmark(layer, x, 1, dense)
+    assert out.shape == (32, 32, 256)
+    assert events == np.count_nonzero(x)
+
+
+@BRIEF
 def test_bench_lif_step(benchmark, rng):
     current = rng.standard_normal(32 * 28 * 28).astype(np.float32)
     membrane = np.zeros_like(current)

@@ -117,3 +117,47 @@ def test_weight_rows_layout():
     assert rows.shape == (1, 1, 2, 2, 16)
     np.testing.assert_array_equal(rows[0, 0, 1, 0, :3], weight[:, 0, 0, 1])
     assert not rows[..., 3:].any()
+
+
+@settings(derandomize=True, max_examples=40, deadline=None)
+@given(
+    channels=st.sampled_from([1, 5, 16, 17, 33, 64]),
+    multiplier=st.sampled_from([1, 2]),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.tuples(*[st.integers(0, 2)] * 4),
+    extra=st.tuples(st.integers(0, 4), st.integers(0, 4)),
+    density=st.sampled_from([0.0, 0.3, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_depthwise_kernel_equals_general_kernel(channels, multiplier, kernel, stride, dilation, padding, extra, density, seed):
+    span = [dilation[axis] * (kernel[axis] - 1) + 1 for axis in (0, 1)]
+    height = max(1, span[0] - padding[0] - padding[1]) + extra[0]
+    width = max(1, span[1] - padding[2] - padding[3]) + extra[1]
+    case = ConvCase(channels, channels * multiplier, channels, height, width, kernel, stride, padding, dilation)
+    x, weight, scale, bias = conv_inputs(np.random.default_rng(seed), case, density)
+    layer = prepared(case, weight, scale, bias)
+    assert (layer.depthwise is not None) == (multiplier == 1)
+
+    chosen, events = layer(channels_last(x))
+    chosen = chosen.copy()
+    general, _ = layer(channels_last(x), dense=False)
+
+    # Both sum each output over (ky, kx) in the same order, so they agree bit for bit.
+    np.testing.assert_array_equal(chosen, general)
+    assert events == np.count_nonzero(x)
+
+
+@TWO_THREADS
+def test_depthwise_kernel_threads_change_no_bit(rng):
+    case = ConvCase(40, 40, 40, 9, 7, (3, 3), stride=(2, 1), padding=(1, 1, 1, 1))
+    x, weight, scale, bias = conv_inputs(rng, case, 0.5)
+    layer = prepared(case, weight, scale, bias)
+    serial = layer(channels_last(x))[0].copy()
+    numba.set_num_threads(2)
+    try:
+        parallel = layer(channels_last(x), threads=2)[0]
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(parallel, serial)

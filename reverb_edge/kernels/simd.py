@@ -98,6 +98,16 @@ def _vlane(typingctx, vector, lane):
 
 
 @intrinsic
+def _vmuladd_lanes(typingctx, accumulator, a, b):
+    """Return accumulator + a * b, lane by lane."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], builder.fmul(args[1], args[2]))
+
+    return float32x16(accumulator, a, b), codegen
+
+
+@intrinsic
 def _vaffine(typingctx, vector, scale, bias):
     """Return vector * scale + bias, lane by lane."""
 
@@ -145,13 +155,17 @@ def _py_vnonzero_bits(array, index):
     return np.uint64(sum(1 << j for j in range(LANES) if nonzero[j]))
 
 
+def _py_vmuladd_lanes(accumulator, a, b):
+    return accumulator + a * b
+
+
 def _py_vaffine(vector, scale, bias):
     return scale * vector + bias
 
 
 if config.DISABLE_JIT:
     vzero, vload, vstore, vmuladd, vaffine, vlane = _py_vzero, _py_vload, _py_vstore, _py_vmuladd, _py_vaffine, _py_vlane
-    vnonzero_bits = _py_vnonzero_bits
+    vnonzero_bits, vmuladd_lanes = _py_vnonzero_bits, _py_vmuladd_lanes
 else:
     vzero, vload, vstore, vmuladd, vaffine, vlane = _vzero, _vload, _vstore, _vmuladd, _vaffine, _vlane
-    vnonzero_bits = _vnonzero_bits
+    vnonzero_bits, vmuladd_lanes = _vnonzero_bits, _vmuladd_lanes
