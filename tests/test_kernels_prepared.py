@@ -111,7 +111,7 @@ def test_prepared_linear_matches_reference(rng, out_features):
 
 
 def test_weight_rows_layout():
-    # (O=3, Cg=2, kh=1, kw=2), one group: row [0, 0, kx, ci] holds weight[:, ci, 0, kx], zero-padded to 16.
+    # (O=3, Cg=2, kh=1, kw=2), one group: row [0, 0, kx, ci] contains weight[:, ci, 0, kx], zero-padded to 16.
     weight = np.arange(12, dtype=np.float32).reshape(3, 2, 1, 2)
     rows = weight_rows(weight, 1)
     assert rows.shape == (1, 1, 2, 2, 16)
