@@ -360,6 +360,7 @@ def _conv2d_rows_in_mode(
                         if iy < 0 or iy >= height:
                             continue
                         if dense:
+                            # TODO: tile the dense mode over output pixels, so that one weight load serves several.
                             for segment in range(dense_segments):
                                 if dense_segments == 1:
                                     # One group and no dilation along x: the inputs of columns low to high
