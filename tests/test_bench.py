@@ -168,13 +168,16 @@ def test_bench_cnn_with_other_inputs(tmp_path):
     assert "input mean" in result.output
 
 
-def test_bench_cnn_skipped_without_checkpoint():
-    # A model given by its path, not by a shipped name, has no shipped plain CNN.
+def test_bench_cnn_skipped_without_checkpoint(tmp_path):
+    # A model file that is not a shipped model has no shipped plain CNN.
     pytest.importorskip("torch", reason="the cnn-litert peer loads its checkpoint with PyTorch")
+    from helpers import mnist_like_graph, random_tensors
     from reverb_edge.benchmark.bench import run_benchmark
-    from reverb_edge.registry import resolve_model
+    from reverb_edge.modelfile import save_model
 
-    result = run_benchmark(str(resolve_model("mnist")), count=5, peers=("cnn-litert",), warmup=1)
+    graph = mnist_like_graph()
+    path = save_model(tmp_path / "own.reverb", graph, random_tensors(graph, np.random.default_rng(0)))
+    result = run_benchmark(str(path), count=5, peers=("cnn-litert",), warmup=1)
     assert "cnn-litert" not in result.latency_ms
     assert "--cnn" in result.skipped["cnn-litert"]
 
@@ -300,3 +303,34 @@ def test_bench_cnn_of_other_widths(tmp_path):
     result = _bench_cnn("--cnn", str(checkpoint))
     assert result.exit_code == 1
     assert "layer widths [8, 8, 16, 10], but the benchmarked model has [32, 32, 64, 10]" in result.output
+
+
+def test_bench_copy_of_shipped_model_gets_its_peers(tmp_path):
+    pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
+    from reverb_edge.registry import resolve_model
+
+    copy = tmp_path / "my_mnist.reverb"
+    copy.write_bytes(resolve_model("mnist").read_bytes())
+    result = CliRunner().invoke(main, ["bench", str(copy), "--peer", "torch", "--inputs", "10", "--no-cold-start",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert "torch" in report["latency_ms"]
+    assert report["ratio_vs_torch"] is not None
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--peer", "litert", "--cnn", "any.pt"], "--cnn sets the network of the cnn-litert peers"),
+    (["--peer", "litert", "--torch", "any.pt"], "--torch sets the network of the torch peer"),
+    (["--inputs", "6000"], "pass --inputs 5000 or fewer"),
+], ids=["cnn-without-cnn-peer", "torch-without-torch-peer", "too-many-digits"])
+def test_bench_option_conflicts(options, message):
+    result = CliRunner().invoke(main, ["bench", "mnist", "--no-cold-start", *options])
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_bench_resnet20_rejects_data_before_building(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "resnet20", "--data", str(tmp_path), "--no-cold-start"])
+    assert result.exit_code == 1
+    assert "--data does not apply to resnet20" in result.output

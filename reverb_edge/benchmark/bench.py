@@ -351,6 +351,21 @@ def _litert_runtime(engine: Engine, threads: int, folder: Path) -> Runtime:
     return Runtime("litert", runner.predict, details=details)
 
 
+def _shipped_name(model: str) -> str | None:
+    """Return the shipped model's name for ``model``, given as that name or as a file with the same bytes."""
+    if model in SHIPPED_MODELS and not Path(model).exists():
+        return model
+    path = Path(model)
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    for name in SHIPPED_MODELS:
+        shipped = resolve_model(name)
+        if shipped.stat().st_size == size and shipped.read_bytes() == path.read_bytes():
+            return name
+    return None
+
+
 def shipped_cnn_checkpoint(model: str) -> Path | None:
     """Return the shipped plain-CNN checkpoint for a shipped model name, or None when none ships."""
     filename = SHIPPED_CNN_CHECKPOINTS.get(str(model))
@@ -608,6 +623,14 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
         raise InputError(f"unknown peers {unknown}; choose from {', '.join(PEERS)}")
+    if cnn is not None and not set(peers) & set(CNN_PEERS):
+        raise InputError(f"--cnn sets the network of the cnn-litert peers, but the peers are {', '.join(peers)}; "
+                         "add --peer cnn-litert or leave out --cnn")
+    if torch_source is not None and "torch" not in peers:
+        raise InputError(f"--torch sets the network of the torch peer, but the peers are {', '.join(peers)}; "
+                         "add --peer torch or leave out --torch")
+    if data is not None and model in BUILT_IN_MODELS and not Path(model).exists():
+        raise InputError(f"--data does not apply to {model}: it is timed on random images, as it has random weights")
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -624,8 +647,9 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
                 ENGINE_FRAMES, _binning_first(bin_events, frames_engine.predict_frames),
                 details={"path": "Engine.predict_frames on the binned frames (every layer dense, no event scatter)"},
             ))
-        peer_runtimes, skipped = _peer_runtimes(engine, model, built_network, peers, threads, folder, cnn,
-                                                torch_source, data, len(inputs))
+        # A copy of a shipped model file gets the shipped model's peers.
+        peer_runtimes, skipped = _peer_runtimes(engine, _shipped_name(model) or model, built_network, peers, threads,
+                                                folder, cnn, torch_source, data, len(inputs))
         for runtime in peer_runtimes:
             if inputs.events:
                 runtime.predict = _binning_first(bin_events, runtime.predict)

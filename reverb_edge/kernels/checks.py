@@ -45,10 +45,22 @@ def float_array(caller: str, name: str, value, ndim: int | None = None) -> np.nd
             f"convert it with {name}.astype(np.float32)"
         )
     if ndim is not None and array.ndim != ndim:
+        layout = _LAYOUTS.get((name, ndim), "")
         raise InputError(
-            f"{caller}: {name} has shape {array.shape}, expected {ndim} axes"
+            f"{caller}: {name} has shape {array.shape}, expected {ndim} axes{layout}"
         )
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+# The layouts that the kernels expect, named in shape errors.
+_LAYOUTS = {
+    ("x", 3): " (C, H, W), one sample channels first",
+    ("x", 1): " (in_features,), one sample",
+    ("weight", 4): " (O, C / groups, kh, kw), PyTorch's layout",
+    ("weight", 2): " (O, I), PyTorch's layout",
+    ("scale", 1): " (O,), one value per output",
+    ("bias", 1): " (O,), one value per output",
+}
 
 
 def words_array(caller: str, name: str, value, ndim: int) -> np.ndarray:
