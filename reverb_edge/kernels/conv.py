@@ -93,13 +93,11 @@ class PreparedConv2d:
         # puts 16 channels in one vector instead of 16 outputs of one channel.
         self.depthwise = None
         if self.group_in == 1 and geometry.out_channels == geometry.groups:
-            channels = geometry.in_channels
             self.depthwise = (
                 np.ascontiguousarray(self.rows[:, :, :, 0, 0].transpose(1, 2, 0)),  # (kh, kw, C)
                 np.ascontiguousarray(self.scale[:, 0]),
                 np.ascontiguousarray(self.bias[:, 0]),
             )
-            assert self.depthwise[0].shape[-1] == channels
 
     def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None) -> tuple[np.ndarray, int]:
         if self.popcount is not None and dense is None and _is_binary(x.reshape(-1)):

@@ -101,7 +101,7 @@ def _scatter_events_kernel(channel, ys, xs, rows, scale, bias, stride_h, stride_
     flat_scale = scale.reshape(-1)
     flat_bias = bias.reshape(-1)
     flat_acc[:] = 0.0
-    one = np.float32(1.0)
+    plus_one = np.float32(1.0)
 
     for e in range(channel.shape[0]):
         group = channel[e] // group_in
@@ -121,7 +121,7 @@ def _scatter_events_kernel(channel, ys, xs, rows, scale, bias, stride_h, stride_
                 row = (((group * kernel_h + ky) * kernel_w + kx) * group_in + channel_in_group) * padded
                 for lane in range(0, padded, LANES):
                     # Each event adds its ±1.0 row once: multiplying by 1.0 is exact.
-                    vstore(flat_acc, at + lane, vmuladd(vload(flat_acc, at + lane), vload(flat_rows, row + lane), one))
+                    vstore(flat_acc, at + lane, vmuladd(vload(flat_acc, at + lane), vload(flat_rows, row + lane), plus_one))
 
     whole = group_out % LANES == 0
     for pixel in range(out_height * out_width):

@@ -49,7 +49,7 @@ def _cttz(typingctx, word):
         function = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.IntType(64), [ir.IntType(64), ir.IntType(1)]), "llvm.cttz.i64"
         )
-        # The second operand says a zero word is undefined: callers test for zero first.
+        # The second operand makes a zero word undefined, so callers test for zero first.
         return builder.call(function, [args[0], ir.Constant(ir.IntType(1), 1)])
 
     return types.uint64(types.uint64), codegen
