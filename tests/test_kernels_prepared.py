@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from reverb_edge import reference
 from reverb_edge.kernels.checks import check_float_conv2d
 from reverb_edge.kernels.conv import PreparedConv2d, prepare_linear, weight_rows
+from reverb_edge.kernels.layout import flatten_channels_first
 
 from test_kernels import ConvCase, assert_within, conv_inputs, conv_magnitude, sign_weights, sum_tolerance
 
@@ -43,10 +44,11 @@ def channels_last(x: np.ndarray) -> np.ndarray:
     padding=st.tuples(*[st.integers(0, 2)] * 4),
     extra=st.tuples(st.integers(0, 4), st.integers(0, 4)),
     density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    binary=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_prepared_conv2d_modes_equal_and_match_reference(
-    groups, group_channels, group_out, kernel, stride, dilation, padding, extra, density, seed
+    groups, group_channels, group_out, kernel, stride, dilation, padding, extra, density, binary, seed
 ):
     span = [dilation[axis] * (kernel[axis] - 1) + 1 for axis in (0, 1)]
     height = max(1, span[0] - padding[0] - padding[1]) + extra[0]
@@ -54,8 +56,12 @@ def test_prepared_conv2d_modes_equal_and_match_reference(
     case = ConvCase(group_channels * groups, group_out * groups, groups, height, width, kernel, stride, padding, dilation)
     rng = np.random.default_rng(seed)
     x, weight, scale, bias = conv_inputs(rng, case, density)
-    signs = sign_weights(weight)
+    # Binary rows take fused multiply-adds, float rows a separate multiply and add; both are exact
+    # against the dense mode, which sums the same terms in the same order.
+    signs = sign_weights(weight) if binary else weight
     layer = prepared(case, signs, scale, bias)
+    if binary:
+        assert layer.binary_tag != ()
 
     sparse, sparse_events = layer(channels_last(x), dense=False)
     sparse = sparse.copy()
@@ -161,3 +167,10 @@ def test_depthwise_kernel_threads_change_no_bit(rng):
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     np.testing.assert_array_equal(parallel, serial)
+
+
+@settings(derandomize=True, max_examples=30, deadline=None)
+@given(shape=st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 40)), seed=st.integers(0, 2**32 - 1))
+def test_flatten_channels_first_matches_numpy(shape, seed):
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(flatten_channels_first(x), x.transpose(2, 0, 1).reshape(-1))

@@ -25,12 +25,21 @@ inputs (spikes) times their fan-out. In the dense mode it walks every input
 and skips the list, which is cheaper when most inputs are non-zero. Both add
 the same values in the same order, so they give the same result.
 
-Sums are accumulated in float32 with a separate multiply and add (no fused
-multiply-add), in the order shown above.
+Pixel pairs. Without dilation along x, two horizontally adjacent output
+pixels are computed together (``_conv2d_pairs``): an input in the columns
+both receptive fields share is read once and added to both, and the two
+pixels' accumulators are independent, so their additions overlap in the
+CPU's pipelines instead of waiting for one another. Dilated and grouped
+dense layers take the one-pixel kernel (``_conv2d_rows``).
+
+Sums are accumulated in float32 in the order shown above. Float weights
+take a separate multiply and add; binary weight rows take a fused
+multiply-add, which gives the same result because a product with -1, 0 or
++1 is exact.
 """
 
 import numpy as np
-from numba import literally, njit, prange
+from numba import literal_unroll, literally, njit, prange
 
 from reverb_edge.bitpack import unpack_signs
 from reverb_edge.kernels.checks import Conv2dGeometry, check_binary_conv2d, check_float_conv2d
@@ -43,6 +52,7 @@ from reverb_edge.kernels.simd import (
     vload,
     vmuladd,
     vmuladd_lanes,
+    vrowadd,
     vnonzero_bits,
     vstore,
     vzero,
@@ -80,6 +90,11 @@ class PreparedConv2d:
         self.scale = _padded_constants(scale, geometry.groups, self.rows.shape[-1])
         self.bias = _padded_constants(bias, geometry.groups, self.rows.shape[-1])
         self.group_in = geometry.in_channels // geometry.groups
+        # Type tags that select compiled variants (see _conv2d_pairs): vectors per block, and whether
+        # every weight is -1, 0 or +1, so that fused multiply-adds round like separate ones.
+        padded = self.rows.shape[-1]
+        self.vector_tag = (0,) * (padded // LANES) if padded <= BLOCK else ()
+        self.binary_tag = (0,) if bool(np.isin(self.rows, (-1.0, 0.0, 1.0)).all()) else ()
         self.in_shape = (in_height, in_width, geometry.in_channels)
         # The non-zero inputs of each input row and group, in (column, channel) order: key
         # column * Cg + channel, value, and where each column's run starts.
@@ -114,12 +129,24 @@ class PreparedConv2d:
         events = _list_row_events(x, self.group_in, self.keys, self.values, self.starts)
         if dense is None:
             dense = events >= DENSE_FROM * x.size
+        parts = min(threads, self.out.shape[0])
+        if self.dilation[1] == 1 and (not dense or self.geometry.groups == 1):
+            arguments = (
+                x, self.keys, self.values, self.starts, self.rows, self.scale, self.bias,
+                self.stride_h, self.stride_w, self.top, self.left, self.dilation[0], self.out,
+                self.vector_tag, self.binary_tag, (0,) if dense else (),
+            )
+            if parts > 1:
+                _conv2d_pairs_parallel(*arguments, parts)
+            else:
+                _conv2d_pairs(*arguments, 0, self.out.shape[0])
+            return self.out, events
         arguments = (
             x, self.keys, self.values, self.starts, self.rows, self.scale, self.bias, self.stride_h, self.stride_w,
-            self.top, self.left, self.dilation[0], self.dilation[1], dense, self.out,
+            self.top, self.left, self.dilation[0], self.dilation[1], dense, self.binary_tag, self.out,
         )
-        if threads > 1 and self.out.shape[0] > 1:
-            _conv2d_parallel(*arguments, min(threads, self.out.shape[0]))
+        if parts > 1:
+            _conv2d_parallel(*arguments, parts)
         else:
             _conv2d_rows(*arguments, 0, self.out.shape[0])
         return self.out, events
@@ -294,26 +321,30 @@ def _list_row_events(x, group_in, keys, values, starts):
 @njit(**NJIT_OPTIONS)
 def _conv2d_rows(
     x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    dilation_w, dense, out, row_start, row_stop,
+    dilation_w, dense, binary_tag, out, row_start, row_stop,
 ):
-    """Compute output rows [row_start, row_stop) of a channels-last convolution."""
+    """Compute output rows [row_start, row_stop) of a channels-last convolution, one pixel at a time.
+
+    The engine uses it for kernels dilated along x and for the dense mode of
+    grouped layers; the other layers take :func:`_conv2d_pairs`.
+    """
     # Constant arguments, so that Numba compiles one version per mode with no test of the mode inside.
     if dense:
         _conv2d_rows_in_mode(
             x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-            dilation_w, True, out, row_start, row_stop,
+            dilation_w, True, binary_tag, out, row_start, row_stop,
         )
     else:
         _conv2d_rows_in_mode(
             x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-            dilation_w, False, out, row_start, row_stop,
+            dilation_w, False, binary_tag, out, row_start, row_stop,
         )
 
 
 @njit(**NJIT_OPTIONS)
 def _conv2d_rows_in_mode(
     x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    dilation_w, dense, out, row_start, row_stop,
+    dilation_w, dense, binary_tag, out, row_start, row_stop,
 ):
     """Compute output rows [row_start, row_stop) of a channels-last convolution in one mode.
 
@@ -358,7 +389,7 @@ def _conv2d_rows_in_mode(
                         if iy < 0 or iy >= height:
                             continue
                         if dense:
-                            # TODO: tile the dense mode over output pixels, so that one weight load serves several.
+                            # TODO: pair output pixels here too (grouped or x-dilated layers), as _conv2d_pairs does.
                             for segment in range(dense_segments):
                                 if dense_segments == 1:
                                     # One group and no dilation along x: the inputs of columns low to high
@@ -380,13 +411,13 @@ def _conv2d_rows_in_mode(
                                 for k in range(np.uint64(run)):
                                     value = flat_x[pixel + k]
                                     at = row + k * stride
-                                    acc0 = vmuladd(acc0, vload(flat_rows, at), value)
+                                    acc0 = vrowadd(acc0, vload(flat_rows, at), value, binary_tag)
                                     if vectors > 1:
-                                        acc1 = vmuladd(acc1, vload(flat_rows, at + LANES), value)
+                                        acc1 = vrowadd(acc1, vload(flat_rows, at + LANES), value, binary_tag)
                                     if vectors > 2:
-                                        acc2 = vmuladd(acc2, vload(flat_rows, at + 2 * LANES), value)
+                                        acc2 = vrowadd(acc2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
                                     if vectors > 3:
-                                        acc3 = vmuladd(acc3, vload(flat_rows, at + 3 * LANES), value)
+                                        acc3 = vrowadd(acc3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
                             continue
 
                         listed = (iy * groups + group) * width * group_in
@@ -409,13 +440,13 @@ def _conv2d_rows_in_mode(
                             for k in range(np.uint64(listed + flat_starts[runs + low]), np.uint64(listed + flat_starts[runs + high])):
                                 value = flat_values[k]
                                 at = np.uint64(base + np.int64(flat_keys[k]) * padded)
-                                acc0 = vmuladd(acc0, vload(flat_rows, at), value)
+                                acc0 = vrowadd(acc0, vload(flat_rows, at), value, binary_tag)
                                 if vectors > 1:
-                                    acc1 = vmuladd(acc1, vload(flat_rows, at + LANES), value)
+                                    acc1 = vrowadd(acc1, vload(flat_rows, at + LANES), value, binary_tag)
                                 if vectors > 2:
-                                    acc2 = vmuladd(acc2, vload(flat_rows, at + 2 * LANES), value)
+                                    acc2 = vrowadd(acc2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
                                 if vectors > 3:
-                                    acc3 = vmuladd(acc3, vload(flat_rows, at + 3 * LANES), value)
+                                    acc3 = vrowadd(acc3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
 
                     acc0 = vaffine(acc0, vload(flat_scale, constants), vload(flat_bias, constants))
                     if vectors > 1:
@@ -446,10 +477,188 @@ def _conv2d_rows_in_mode(
                                 flat_out[at + j] = vlane(acc3, j - 3 * LANES)
 
 
+@njit(inline="always")
+def _store_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_out, at, vectors, valid):
+    """Apply scale and bias to one pixel's accumulators and store its ``valid`` outputs at ``at``."""
+    acc0 = vaffine(acc0, vload(flat_scale, constants), vload(flat_bias, constants))
+    if vectors > 1:
+        acc1 = vaffine(acc1, vload(flat_scale, constants + LANES), vload(flat_bias, constants + LANES))
+    if vectors > 2:
+        acc2 = vaffine(acc2, vload(flat_scale, constants + 2 * LANES), vload(flat_bias, constants + 2 * LANES))
+    if vectors > 3:
+        acc3 = vaffine(acc3, vload(flat_scale, constants + 3 * LANES), vload(flat_bias, constants + 3 * LANES))
+    if valid == vectors * LANES:
+        vstore(flat_out, at, acc0)
+        if vectors > 1:
+            vstore(flat_out, at + LANES, acc1)
+        if vectors > 2:
+            vstore(flat_out, at + 2 * LANES, acc2)
+        if vectors > 3:
+            vstore(flat_out, at + 3 * LANES, acc3)
+    else:
+        # The last block of a group whose width is not a multiple of 16.
+        for j in range(valid):
+            if j < LANES:
+                flat_out[at + j] = vlane(acc0, j)
+            elif j < 2 * LANES:
+                flat_out[at + j] = vlane(acc1, j - LANES)
+            elif j < 3 * LANES:
+                flat_out[at + j] = vlane(acc2, j - 2 * LANES)
+            else:
+                flat_out[at + j] = vlane(acc3, j - 3 * LANES)
+
+
+@njit(**NJIT_OPTIONS)
+def _conv2d_pairs(
+    x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+    out, vector_tag, binary_tag, dense_tag, row_start, row_stop,
+):
+    """Both modes with no dilation along x, two horizontally adjacent output pixels at a time.
+
+    The two pixels' receptive fields overlap (when the stride is below the
+    kernel width), so a non-zero input in the shared columns is read once and
+    added to both. Their accumulators are independent, so the additions of the
+    two pixels overlap in the CPU's pipelines. Each pixel still sums its terms
+    in the order of the general kernel, so the results are the same.
+
+    The tags are tuples whose length Numba knows at compile time, so each
+    layer shape gets its own compiled loop: ``len(vector_tag)`` is the number
+    of 16-lane vectors per block when a group has at most 64 outputs (0
+    otherwise), and a non-empty ``binary_tag`` says that every weight is -1,
+    0 or +1, where a fused multiply-add (``vrowadd``) rounds like the
+    separate multiply and add. A non-empty ``dense_tag`` selects the dense
+    mode, which walks every input instead of the lists; it needs one group,
+    so that the inputs of adjacent columns are contiguous like the list entries.
+    """
+    block_vectors = len(vector_tag)
+    dense = len(dense_tag) > 0
+    height, width, channels = x.shape
+    flat_x = x.reshape(-1)
+    groups, kernel_h, kernel_w, group_in, padded = rows.shape
+    out_width, out_channels = out.shape[1], out.shape[2]
+    group_out = out_channels // groups
+    flat_keys = keys.reshape(-1)
+    flat_values = values.reshape(-1)
+    flat_starts = starts.reshape(-1)
+    flat_rows = rows.reshape(-1)
+    flat_scale = scale.reshape(-1)
+    flat_bias = bias.reshape(-1)
+    flat_out = out.reshape(-1)
+    shift = stride_w * group_in * padded  # from pixel A's weight row of an input to pixel B's
+
+    for group in range(groups):
+        for block in range(0, padded, 4 * LANES):
+            # A constant when the caller passes the vector count (one block per group), so that
+            # the tests of it below are resolved at compile time.
+            vectors = block_vectors if block_vectors > 0 else min(4, (padded - block) // LANES)
+            valid = min(4 * LANES, group_out - block)
+            constants = group * padded + block
+            for oy in range(row_start, row_stop):
+                for ox in range(0, out_width, 2):
+                    pair = ox + 1 < out_width
+                    a0 = vzero()
+                    a1 = vzero()
+                    a2 = vzero()
+                    a3 = vzero()
+                    b0 = vzero()
+                    b1 = vzero()
+                    b2 = vzero()
+                    b3 = vzero()
+                    first_a = ox * stride_w - left
+                    low_a = min(max(first_a, 0), width)
+                    high_a = max(min(first_a + kernel_w, width), low_a)
+                    if pair:
+                        low_b = min(max(first_a + stride_w, 0), width)
+                        high_b = max(min(first_a + stride_w + kernel_w, width), low_b)
+                    else:
+                        low_b = high_a
+                        high_b = high_a
+                    # Columns [low_a, end_a) reach only A, [low_b, end_both) both, [start_b, high_b) only B.
+                    end_a = max(min(high_a, low_b), low_a)
+                    end_both = max(high_a, low_b)
+                    start_b = end_both
+                    for ky in range(kernel_h):
+                        iy = oy * stride_h + ky * dilation_h - top
+                        if iy < 0 or iy >= height:
+                            continue
+                        listed = (iy * groups + group) * width * group_in
+                        runs = (iy * groups + group) * (width + 1)
+                        pixels = iy * width * channels  # dense mode: input (iy, ix, c) is at pixels + ix * Cg + c
+                        # Entry key = ix * Cg + c has weight row ((g * kh + ky) * kw + ix - first_a) * Cg + c for A.
+                        base_a = (((group * kernel_h + ky) * kernel_w - first_a) * group_in) * padded + block
+                        base_b = base_a - shift
+                        first_k = low_a * group_in if dense else listed + flat_starts[runs + low_a]
+                        last_k = end_a * group_in if dense else listed + flat_starts[runs + end_a]
+                        for k in range(np.uint64(first_k), np.uint64(last_k)):
+                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[k]
+                            offset = (np.int64(k) if dense else np.int64(flat_keys[k])) * padded
+                            at = np.uint64(base_a + offset)
+                            a0 = vrowadd(a0, vload(flat_rows, at), value, binary_tag)
+                            if vectors > 1:
+                                a1 = vrowadd(a1, vload(flat_rows, at + LANES), value, binary_tag)
+                            if vectors > 2:
+                                a2 = vrowadd(a2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                            if vectors > 3:
+                                a3 = vrowadd(a3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+                        first_k = low_b * group_in if dense else listed + flat_starts[runs + low_b]
+                        last_k = end_both * group_in if dense else listed + flat_starts[runs + end_both]
+                        for k in range(np.uint64(first_k), np.uint64(last_k)):
+                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[k]
+                            offset = (np.int64(k) if dense else np.int64(flat_keys[k])) * padded
+                            at = np.uint64(base_a + offset)
+                            a0 = vrowadd(a0, vload(flat_rows, at), value, binary_tag)
+                            if vectors > 1:
+                                a1 = vrowadd(a1, vload(flat_rows, at + LANES), value, binary_tag)
+                            if vectors > 2:
+                                a2 = vrowadd(a2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                            if vectors > 3:
+                                a3 = vrowadd(a3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+                            at = np.uint64(base_b + offset)
+                            b0 = vrowadd(b0, vload(flat_rows, at), value, binary_tag)
+                            if vectors > 1:
+                                b1 = vrowadd(b1, vload(flat_rows, at + LANES), value, binary_tag)
+                            if vectors > 2:
+                                b2 = vrowadd(b2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                            if vectors > 3:
+                                b3 = vrowadd(b3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+                        first_k = start_b * group_in if dense else listed + flat_starts[runs + start_b]
+                        last_k = high_b * group_in if dense else listed + flat_starts[runs + high_b]
+                        for k in range(np.uint64(first_k), np.uint64(last_k)):
+                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[k]
+                            offset = (np.int64(k) if dense else np.int64(flat_keys[k])) * padded
+                            at = np.uint64(base_b + offset)
+                            b0 = vrowadd(b0, vload(flat_rows, at), value, binary_tag)
+                            if vectors > 1:
+                                b1 = vrowadd(b1, vload(flat_rows, at + LANES), value, binary_tag)
+                            if vectors > 2:
+                                b2 = vrowadd(b2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                            if vectors > 3:
+                                b3 = vrowadd(b3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+                    at = (oy * out_width + ox) * out_channels + group * group_out + block
+                    _store_pixel(a0, a1, a2, a3, flat_scale, flat_bias, constants, flat_out, at, vectors, valid)
+                    if pair:
+                        _store_pixel(b0, b1, b2, b3, flat_scale, flat_bias, constants, flat_out, at + out_channels, vectors, valid)
+
+
+@njit(**PARALLEL_OPTIONS)
+def _conv2d_pairs_parallel(
+    x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+    out, vector_tag, binary_tag, dense_tag, parts,
+):
+    """Split the output rows into ``parts`` bands and run :func:`_conv2d_pairs` on Numba's thread pool."""
+    out_height = out.shape[0]
+    band = -(-out_height // parts)
+    for part in prange(parts):
+        _conv2d_pairs(
+            x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+            out, vector_tag, binary_tag, dense_tag, part * band, min(out_height, (part + 1) * band),
+        )
+
+
 @njit(**PARALLEL_OPTIONS)
 def _conv2d_parallel(
     x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    dilation_w, dense, out, parts,
+    dilation_w, dense, binary_tag, out, parts,
 ):
     """Split the output rows into ``parts`` bands and compute them on Numba's thread pool."""
     out_height = out.shape[0]
@@ -457,7 +666,7 @@ def _conv2d_parallel(
     for part in prange(parts):
         _conv2d_rows(
             x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-            dilation_w, dense, out, part * band, min(out_height, (part + 1) * band),
+            dilation_w, dense, binary_tag, out, part * band, min(out_height, (part + 1) * band),
         )
 
 

@@ -4,8 +4,10 @@ Numba has no SIMD types. Written as plain loops over an accumulator array,
 the convolution's inner loops stayed scalar: LLVM cannot tell that the
 accumulators and the weights do not overlap. These intrinsics emit LLVM
 ``<16 x float>`` values directly, so a kernel keeps up to four of them as
-accumulators in registers. Each operation is a float32 multiply followed by
-an add (no fused multiply-add), which rounds like the scalar code. LLVM
+accumulators in registers. ``vmuladd`` is a float32 multiply followed by an
+add (no fused multiply-add), which rounds like the scalar code. ``vrowadd``
+fuses them for binary weight rows: with weights of -1, 0 and +1 the product
+is exact, so the fused result rounds the same. LLVM
 splits each vector into the registers the CPU has (four 128-bit registers
 on ARM NEON).
 
@@ -15,7 +17,7 @@ that use them stay plain Python.
 
 import numpy as np
 from llvmlite import ir
-from numba.core import config, types
+from numba.core import cgutils, config, types
 from numba.extending import intrinsic, models, register_model
 
 LANES = 16
@@ -79,12 +81,30 @@ def _vmuladd(typingctx, accumulator, vector, value):
 
     def codegen(context, builder, signature, args):
         accumulator, vector, value = args
-        undefined = ir.Constant(_VECTOR, ir.Undefined)
-        lane0 = builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0))
-        broadcast = builder.shuffle_vector(lane0, undefined, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-        return builder.fadd(accumulator, builder.fmul(vector, broadcast))
+        return builder.fadd(accumulator, builder.fmul(vector, _broadcast(builder, value)))
 
     return float32x16(accumulator, vector, value), codegen
+
+
+@intrinsic
+def _vrowadd(typingctx, accumulator, vector, value, binary_tag):
+    """Return accumulator + vector * value, fused into one multiply-add if ``binary_tag`` is a non-empty tuple.
+
+    Fuse only binary rows (every lane -1, 0 or +1): the product is then exact,
+    so the fused result equals ``vmuladd``'s separate multiply and add. The
+    choice is made when the kernel is compiled, from the tag's type.
+    """
+    fused = isinstance(binary_tag, types.BaseTuple) and len(binary_tag) > 0
+
+    def codegen(context, builder, signature, args):
+        accumulator, vector, value, _ = args
+        broadcast = _broadcast(builder, value)
+        if fused:
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), "llvm.fma.v16f32")
+            return builder.call(fma, [vector, broadcast, accumulator])
+        return builder.fadd(accumulator, builder.fmul(vector, broadcast))
+
+    return float32x16(accumulator, vector, value, binary_tag), codegen
 
 
 @intrinsic
@@ -105,6 +125,56 @@ def _vmuladd_lanes(typingctx, accumulator, a, b):
         return builder.fadd(args[0], builder.fmul(args[1], args[2]))
 
     return float32x16(accumulator, a, b), codegen
+
+
+def _broadcast(builder, value):
+    undefined = ir.Constant(_VECTOR, ir.Undefined)
+    lane0 = builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(lane0, undefined, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+@intrinsic
+def _vfill(typingctx, value):
+    """Return a vector with ``value`` (a float32 scalar) in every lane."""
+
+    def codegen(context, builder, signature, args):
+        return _broadcast(builder, context.cast(builder, args[0], signature.args[0], types.float32))
+
+    return float32x16(value), codegen
+
+
+@intrinsic
+def _vdivide(typingctx, vector, value):
+    """Return vector / value, value being a float32 scalar."""
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[1], signature.args[1], types.float32)
+        return builder.fdiv(args[0], _broadcast(builder, value))
+
+    return float32x16(vector, value), codegen
+
+
+@intrinsic
+def _vadd(typingctx, a, b):
+    """Return a + b, lane by lane."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fadd(args[0], args[1])
+
+    return float32x16(a, b), codegen
+
+
+@intrinsic
+def _vmax(typingctx, best, value):
+    """Return, lane by lane, value where value > best or value is NaN, else best (PyTorch's max pooling)."""
+
+    def codegen(context, builder, signature, args):
+        best, value = args
+        greater = builder.fcmp_ordered(">", value, best)
+        not_a_number = builder.fcmp_unordered("uno", value, value)
+        return builder.select(builder.or_(greater, not_a_number), value, best)
+
+    return float32x16(best, value), codegen
 
 
 @intrinsic
@@ -146,6 +216,10 @@ def _py_vmuladd(accumulator, vector, value):
     return accumulator + vector * np.float32(value)
 
 
+def _py_vrowadd(accumulator, vector, value, binary_tag):
+    return accumulator + vector * np.float32(value)
+
+
 def _py_vlane(vector, lane):
     return vector[lane]
 
@@ -159,13 +233,31 @@ def _py_vmuladd_lanes(accumulator, a, b):
     return accumulator + a * b
 
 
+def _py_vfill(value):
+    return np.full(LANES, value, np.float32)
+
+
+def _py_vdivide(vector, value):
+    return vector / np.float32(value)
+
+
+def _py_vadd(a, b):
+    return a + b
+
+
+def _py_vmax(best, value):
+    return np.where((value > best) | np.isnan(value), value, best)
+
+
 def _py_vaffine(vector, scale, bias):
     return scale * vector + bias
 
 
 if config.DISABLE_JIT:
     vzero, vload, vstore, vmuladd, vaffine, vlane = _py_vzero, _py_vload, _py_vstore, _py_vmuladd, _py_vaffine, _py_vlane
-    vnonzero_bits, vmuladd_lanes = _py_vnonzero_bits, _py_vmuladd_lanes
+    vnonzero_bits, vmuladd_lanes, vadd, vmax = _py_vnonzero_bits, _py_vmuladd_lanes, _py_vadd, _py_vmax
+    vfill, vdivide, vrowadd = _py_vfill, _py_vdivide, _py_vrowadd
 else:
     vzero, vload, vstore, vmuladd, vaffine, vlane = _vzero, _vload, _vstore, _vmuladd, _vaffine, _vlane
-    vnonzero_bits, vmuladd_lanes = _vnonzero_bits, _vmuladd_lanes
+    vnonzero_bits, vmuladd_lanes, vadd, vmax = _vnonzero_bits, _vmuladd_lanes, _vadd, _vmax
+    vfill, vdivide, vrowadd = _vfill, _vdivide, _vrowadd
