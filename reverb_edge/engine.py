@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +24,8 @@ from . import kernels, reference
 from .bitpack import unpack_signs
 from .kernels.checks import check_float_conv2d, check_pool2d
 from .kernels.conv import PreparedConv2d, prepare_linear
-from .kernels.neuron import _add_kernel, _lif_step_kernel
+from .kernels.layout import _flatten_channels_first_kernel
+from .kernels.neuron import _add_kernel, _lif_first_step_kernel, _lif_step_kernel
 from .kernels.pool import avg_pool2d_hwc, max_pool2d_hwc
 from .errors import InputError, ReverbError
 from .graph import Graph, InputSpec
@@ -205,11 +205,11 @@ def _make_fast_executor(node: Node, input_shape: tuple[int, ...], tensors: dict[
             return lambda x: x.reshape(-1)
 
         # Flatten in PyTorch's channels-first order, which the next layer's weights expect.
-        flat = np.empty(input_shape, np.float32)
+        flat = np.empty(int(np.prod(input_shape)), np.float32)
 
         def flatten(x):
-            np.copyto(flat, x.transpose(2, 0, 1))
-            return flat.reshape(-1)
+            _flatten_channels_first_kernel(x, flat)
+            return flat
 
         return flatten
     if isinstance(node, Add):
@@ -221,6 +221,30 @@ def _make_fast_executor(node: Node, input_shape: tuple[int, ...], tensors: dict[
 
         return add
     raise InputError(f"node {node.name!r}: the engine has no executor for type {node.type_name}")
+
+
+class _Exclusive:
+    """Context manager that holds an engine's lock for one call (a class: cheaper than a generator)."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+
+    def __enter__(self) -> None:
+        if not self.engine._busy.acquire(blocking=False):
+            raise ReverbError(
+                "this Engine is already running in another thread; give each thread its own engine.clone()"
+            )
+        if self.engine.threads > 1:
+            try:
+                numba.set_num_threads(self.engine.threads)  # a per-thread setting in Numba
+            except BaseException:
+                self.engine._busy.release()
+                raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.engine._busy.release()
 
 
 class Engine:
@@ -272,6 +296,8 @@ class Engine:
             node.name: np.zeros(layout(graph.shapes[node.name]), dtype=np.float32) for node in graph.nodes if node.stateful
         }
         self._spike_buffers = {name: np.empty_like(u) for name, u in self._membranes.items()}
+        # Neurons whose membrane potentials count as zero, whatever their buffers hold (see reset).
+        self._fresh: set[str] = set(self._membranes)
         self._nodes = {node.name: node for node in graph.nodes}
         self._neuron_constants = {
             node.name: (np.float32(node.tau), np.float32(node.threshold)) for node in graph.nodes if node.stateful
@@ -321,6 +347,10 @@ class Engine:
 
     def reset(self) -> None:
         """Set every membrane potential to zero (the state before the first timestep)."""
+        if self._fast:
+            # Lazily: each neuron's next step starts from zero without reading its stored potentials.
+            self._fresh.update(self._membranes)
+            return
         for membrane in self._membranes.values():
             membrane.fill(0.0)
 
@@ -352,6 +382,11 @@ class Engine:
                 f"input has dtype {array.dtype}, but the engine expects the normalised float input; "
                 "turn images into it with engine.preprocess(image)"
             )
+        if array.dtype == np.float32 and array.flags.c_contiguous:
+            # The common case: one scan, no conversion.
+            if not np.isfinite(array).all():
+                raise InputError("input contains NaN or infinity")
+            return array
         if not np.isfinite(array).all():
             raise InputError("input contains NaN or infinity")
         with np.errstate(over="ignore"):
@@ -405,8 +440,12 @@ class Engine:
 
         tau, threshold = self._neuron_constants[name]
         flat_membrane, flat_spikes = membrane.reshape(-1), spikes.reshape(-1)
+        fresh = self._fresh
 
         def step(current):
+            if name in fresh:
+                fresh.discard(name)
+                return spikes, _lif_first_step_kernel(current.reshape(-1), flat_membrane, threshold, flat_spikes)
             return spikes, _lif_step_kernel(current.reshape(-1), flat_membrane, tau, threshold, flat_spikes)
 
         return step
@@ -436,25 +475,16 @@ class Engine:
                 values[name] = function(*[values[source] for source in sources])
 
             if cache is not None and invariant:
-                # Fast executors reuse their output buffers, so the cache keeps its own copy.
-                cache[name] = values[name].copy() if self._fast else values[name]
+                # No copy: a cached node does not run again while the cache is in use, so nothing
+                # overwrites its output buffer.
+                cache[name] = values[name]
             if record is not None:
                 record.setdefault(name, []).append(self._public(values[name]))
         return values[self.graph.output_name]
 
-    @contextmanager
-    def _exclusive(self):
+    def _exclusive(self) -> "_Exclusive":
         """Raise instead of letting two threads mix their membrane potentials in one engine."""
-        if not self._busy.acquire(blocking=False):
-            raise ReverbError(
-                "this Engine is already running in another thread; give each thread its own engine.clone()"
-            )
-        try:
-            if self.threads > 1:
-                numba.set_num_threads(self.threads)  # a per-thread setting in Numba
-            yield
-        finally:
-            self._busy.release()
+        return _Exclusive(self)
 
     def _finite_scores(self, scores: np.ndarray) -> np.ndarray:
         if not np.isfinite(scores).all():

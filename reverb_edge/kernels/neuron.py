@@ -81,6 +81,21 @@ def _lif_step_kernel(current, membrane, tau, threshold, spikes):
 
 
 @njit(**NJIT_OPTIONS)
+def _lif_first_step_kernel(current, membrane, threshold, spikes):
+    # The first timestep after a reset, when every membrane potential is 0: the potential is the
+    # current, and the stored potentials are not read, so a reset does not need to zero them.
+    n_fired = 0
+    zero = np.float32(0.0)
+    for k in range(membrane.shape[0]):
+        potential = current[k]
+        fired = potential >= threshold
+        spikes[k] = potential if fired else zero
+        membrane[k] = zero if fired else potential
+        n_fired += 1 if fired else 0
+    return n_fired
+
+
+@njit(**NJIT_OPTIONS)
 def _add_kernel(a, b, out):
     for k in range(out.shape[0]):
         out[k] = a[k] + b[k]

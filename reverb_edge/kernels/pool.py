@@ -10,6 +10,7 @@ from numba import njit
 
 from reverb_edge.kernels.checks import check_pool2d
 from reverb_edge.kernels.config import NJIT_OPTIONS
+from reverb_edge.kernels.simd import LANES, vadd, vdivide, vfill, vload, vmax, vstore, vzero
 
 
 def avg_pool2d(x: np.ndarray, kernel, stride, padding=(0, 0, 0, 0)) -> np.ndarray:
@@ -74,46 +75,74 @@ def max_pool2d_hwc(x: np.ndarray, geometry, out: np.ndarray) -> np.ndarray:
 def _avg_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, out):
     height, width, channels = x.shape
     out_height, out_width, _ = out.shape
+    flat_x = x.reshape(-1)
+    flat_out = out.reshape(-1)
     divisor = np.float32(kernel_h * kernel_w)
+    vector_channels = channels - channels % LANES
     for oy in range(out_height):
         for ox in range(out_width):
-            total = out[oy, ox]
-            total[:] = 0.0
-            for ky in range(kernel_h):
-                iy = oy * stride_h + ky - top
-                if iy < 0 or iy >= height:
-                    continue
-                for kx in range(kernel_w):
-                    ix = ox * stride_w + kx - left
-                    if ix < 0 or ix >= width:
+            target = (oy * out_width + ox) * channels
+            for first in range(0, vector_channels, LANES):
+                total = vzero()
+                for ky in range(kernel_h):
+                    iy = oy * stride_h + ky - top
+                    if iy < 0 or iy >= height:
                         continue
-                    pixel = x[iy, ix]
-                    for c in range(channels):
-                        total[c] += pixel[c]
-            for c in range(channels):
-                total[c] = total[c] / divisor
+                    for kx in range(kernel_w):
+                        ix = ox * stride_w + kx - left
+                        if ix < 0 or ix >= width:
+                            continue
+                        total = vadd(total, vload(flat_x, (iy * width + ix) * channels + first))
+                vstore(flat_out, target + first, vdivide(total, divisor))
+            for c in range(vector_channels, channels):
+                total = np.float32(0.0)
+                for ky in range(kernel_h):
+                    iy = oy * stride_h + ky - top
+                    if iy < 0 or iy >= height:
+                        continue
+                    for kx in range(kernel_w):
+                        ix = ox * stride_w + kx - left
+                        if ix < 0 or ix >= width:
+                            continue
+                        total += flat_x[(iy * width + ix) * channels + c]
+                flat_out[target + c] = total / divisor
 
 
 @njit(**NJIT_OPTIONS)
 def _max_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out):
+    # 16 channels at a time in a vector register. A NaN replaces the maximum and then stays, because
+    # no later "value > NaN" is true; PyTorch's CPU kernel does the same.
     height, width, channels = x.shape
     out_height, out_width, _ = out.shape
+    flat_x = x.reshape(-1)
+    flat_out = out.reshape(-1)
+    vector_channels = channels - channels % LANES
     for oy in range(out_height):
         for ox in range(out_width):
-            best = out[oy, ox]
-            best[:] = -np.inf
-            for ky in range(kernel_h):
-                iy = oy * stride_h + ky * dilation_h - top
-                if iy < 0 or iy >= height:
-                    continue
-                for kx in range(kernel_w):
-                    ix = ox * stride_w + kx * dilation_w - left
-                    if ix < 0 or ix >= width:
+            target = (oy * out_width + ox) * channels
+            for first in range(0, vector_channels, LANES):
+                best = vfill(-np.inf)
+                for ky in range(kernel_h):
+                    iy = oy * stride_h + ky * dilation_h - top
+                    if iy < 0 or iy >= height:
                         continue
-                    pixel = x[iy, ix]
-                    for c in range(channels):
-                        value = pixel[c]
-                        # A NaN replaces best and then stays, because no later
-                        # "value > NaN" is true. PyTorch's CPU kernel does the same.
-                        if value > best[c] or np.isnan(value):
-                            best[c] = value
+                    for kx in range(kernel_w):
+                        ix = ox * stride_w + kx * dilation_w - left
+                        if ix < 0 or ix >= width:
+                            continue
+                        best = vmax(best, vload(flat_x, (iy * width + ix) * channels + first))
+                vstore(flat_out, target + first, best)
+            for c in range(vector_channels, channels):
+                best_value = np.float32(-np.inf)
+                for ky in range(kernel_h):
+                    iy = oy * stride_h + ky * dilation_h - top
+                    if iy < 0 or iy >= height:
+                        continue
+                    for kx in range(kernel_w):
+                        ix = ox * stride_w + kx * dilation_w - left
+                        if ix < 0 or ix >= width:
+                            continue
+                        value = flat_x[(iy * width + ix) * channels + c]
+                        if value > best_value or value != value:
+                            best_value = value
+                flat_out[target + c] = best_value
