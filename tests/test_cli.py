@@ -157,6 +157,28 @@ def test_cli_train_convert_eval_end_to_end(tmp_path, mnist_dir):
     assert summary["agreement_with_torch"] >= 0.99
 
 
+def test_rate_penalty_lowers_firing_rates(mnist_dir):
+    """The same short run with a firing-rate penalty fires less, as the loss asks."""
+    pytest.importorskip("torch")
+    from reverb_edge.converters.model import ConvNetConfig
+    from reverb_edge.converters.train import train
+
+    config = ConvNetConfig(channels=(8, 8, 16))
+    options = dict(epochs=2, limit=3000, test_limit=200, threads=2)
+    plain = train(config, mnist_dir, **options)
+    sparse = train(config, mnist_dir, rate_penalty=10.0, **options)
+    assert sum(sparse.history[-1]["firing_rates"]) < 0.8 * sum(plain.history[-1]["firing_rates"])
+    with pytest.raises(ValueError, match="rate_penalty"):
+        train(config, mnist_dir, rate_penalty=-1.0, **options)
+
+
+def test_train_plain_cnn_rejects_rate_penalty(tmp_path):
+    pytest.importorskip("torch")
+    result = run("train", "--plain-cnn", "-o", tmp_path / "cnn.pt", "--rate-penalty", "0.5")
+    assert result.exit_code == 2
+    assert "--rate-penalty" in result.output
+
+
 def test_cli_convert_rejects_non_checkpoint(tmp_path):
     pytest.importorskip("torch")
     bogus = tmp_path / "bogus.pt"

