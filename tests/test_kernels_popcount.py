@@ -9,7 +9,7 @@ from reverb_edge import InputError, kernels, reference
 from reverb_edge.bitpack import pack_signs
 from reverb_edge.kernels.checks import check_binary_conv2d
 from reverb_edge.kernels.conv import PreparedConv2d
-from reverb_edge.kernels.popcount import POPCOUNT_FROM
+from reverb_edge.kernels.popcount import POPCOUNT_DENSITY, POPCOUNT_FROM
 
 from test_kernels import ConvCase
 
@@ -80,3 +80,9 @@ def test_prepared_conv2d_uses_popcount_for_binary_input(rng):
     real = x_last * np.float32(0.5)
     real_out, _ = layer(real)
     assert real_out is not layer.popcount.out
+    # Few ones: the float kernel's work follows them, so it is chosen (all zeros cost it almost nothing).
+    sparse = (rng.random(x_last.shape) < POPCOUNT_DENSITY / 3).astype(np.float32)
+    for few_ones in (np.zeros_like(x_last), sparse):
+        out, events = layer(few_ones)
+        assert out is not layer.popcount.out
+        assert events == np.count_nonzero(few_ones)

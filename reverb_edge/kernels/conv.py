@@ -44,7 +44,7 @@ from numba import literal_unroll, literally, njit, prange
 from reverb_edge.bitpack import unpack_signs
 from reverb_edge.kernels.checks import Conv2dGeometry, check_binary_conv2d, check_float_conv2d
 from reverb_edge.kernels.config import NJIT_OPTIONS, PARALLEL_OPTIONS
-from reverb_edge.kernels.popcount import POPCOUNT_FROM, PopcountConv2d, _is_binary, trailing_zeros
+from reverb_edge.kernels.popcount import POPCOUNT_DENSITY, POPCOUNT_FROM, PopcountConv2d, _binary_ones, trailing_zeros
 from reverb_edge.kernels.simd import (
     LANES,
     vaffine,
@@ -81,7 +81,8 @@ class PreparedConv2d:
                  in_height: int, in_width: int, weight_bits: np.ndarray | None = None,
                  rows: np.ndarray | None = None) -> None:
         self.geometry = geometry
-        # A binary layer with wide inputs also gets the popcount kernel, used when an input is all 0 and 1.
+        # A binary layer with wide inputs also gets the popcount kernel, used when an input is all 0 and 1
+        # with enough ones (POPCOUNT_DENSITY).
         self.popcount = None
         if weight_bits is not None and geometry.in_channels // geometry.groups >= POPCOUNT_FROM:
             self.popcount = PopcountConv2d(weight_bits, scale, bias, geometry, in_height, in_width)
@@ -115,7 +116,7 @@ class PreparedConv2d:
             )
 
     def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None) -> tuple[np.ndarray, int]:
-        if self.popcount is not None and dense is None and _is_binary(x.reshape(-1)):
+        if self.popcount is not None and dense is None and _binary_ones(x.reshape(-1)) >= POPCOUNT_DENSITY * x.size:
             return self.popcount(x), self.popcount.events
         if self.depthwise is not None and dense is None:
             weights, scale, bias = self.depthwise
