@@ -29,7 +29,9 @@ from reverb_edge.events.frames import to_frames
 from reverb_edge.events.nmnist import load_nmnist
 from reverb_edge.events.simulator import SaccadeSimulator, simulate_saccades
 
+from .layers import LIF
 from .model import ConvNetConfig, build_convnet, save_checkpoint
+from .train import check_rate_penalty, with_rate_penalty
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +116,14 @@ def train_nmnist(
     seed: int = 0,
     workers: int = 2,
     threads: int | None = None,
+    rate_penalty: float = 0.0,
 ) -> NmnistResult:
-    """Train on simulated plus real recordings and save a checkpoint to ``output``."""
+    """Train on simulated plus real recordings and save a checkpoint to ``output``.
+
+    ``rate_penalty`` adds a firing-rate term to the loss, as in
+    :func:`reverb_edge.converters.train.train`.
+    """
+    check_rate_penalty(rate_penalty)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     if threads:
@@ -139,6 +147,7 @@ def train_nmnist(
         name="nmnist-convnet", event_window_us=RECORDING_US,
     )
     model = build_convnet(config)
+    neurons = [module for module in model.modules() if isinstance(module, LIF)]
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     steps = (len(frames) + batch_size - 1) // batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=epochs * steps)
@@ -151,7 +160,7 @@ def train_nmnist(
         for step in tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False):
             index = order[step * batch_size:(step + 1) * batch_size]
             x = _shift_frames(torch.from_numpy(frames[index].astype(np.float32)), max_shift, generator)
-            loss = F.cross_entropy(model(x), torch.from_numpy(labels[index]))
+            loss, _ = with_rate_penalty(F.cross_entropy(model(x), torch.from_numpy(labels[index])), neurons, rate_penalty)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -171,6 +180,7 @@ def train_nmnist(
     save_checkpoint(output, model, config, {
         "real_test_accuracy": result.real_test_accuracy, "real_train_accuracy": result.real_train_accuracy,
         "simulated": simulated, "real_repeats": real_repeats, "epochs": epochs, "seed": seed,
+        "rate_penalty": rate_penalty,
         "seconds": round(result.seconds, 1),
     })
     return result

@@ -64,6 +64,22 @@ def evaluate(model: ReverbNet, x: torch.Tensor, labels: torch.Tensor, batch_size
     return correct / max(len(x), 1)
 
 
+def check_rate_penalty(rate_penalty: float) -> None:
+    check_rate_penalty(rate_penalty)
+
+
+def with_rate_penalty(loss: torch.Tensor, neurons: list[LIF], rate_penalty: float) -> tuple[torch.Tensor, list[float]]:
+    """Return ``loss`` plus λ times the sum of the neurons' mean firing rates, and those rates.
+
+    The rates are the ones of the last forward pass, differentiable through
+    the surrogate gradient; λ = 0 leaves the loss as it is.
+    """
+    rates = [neuron.firing_rate for neuron in neurons if neuron.firing_rate is not None]
+    if rate_penalty > 0.0 and rates:
+        loss = loss + rate_penalty * torch.stack(rates).sum()
+    return loss, [float(rate.detach()) for rate in rates]
+
+
 def train(
     config: ConvNetConfig,
     data_dir: str | Path,
@@ -90,8 +106,7 @@ def train(
     fewer synaptic operations to do; the rates are differentiable through the
     surrogate gradient.
     """
-    if not (rate_penalty >= 0.0 and np.isfinite(rate_penalty)):
-        raise ValueError(f"rate_penalty must be a finite number >= 0, got {rate_penalty}")
+    check_rate_penalty(rate_penalty)
     torch.manual_seed(seed)
     np.random.seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -138,10 +153,7 @@ def train(
         for step in progress:
             index = order[step * batch_size:(step + 1) * batch_size]
             inputs = _shift(x_train[index], max_shift, generator)
-            loss = F.cross_entropy(model(inputs), y_train[index])
-            rates = [neuron.firing_rate for neuron in neurons]
-            if rate_penalty > 0.0 and rates:
-                loss = loss + rate_penalty * torch.stack(rates).sum()
+            loss, rates = with_rate_penalty(F.cross_entropy(model(inputs), y_train[index]), neurons, rate_penalty)
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -149,7 +161,7 @@ def train(
             scheduler.step()
 
             running_loss += float(loss.detach())
-            running_rates += [float(rate.detach()) for rate in rates]
+            running_rates += rates
             if step % 20 == 0:
                 progress.set_postfix(loss=f"{running_loss / (step + 1):.4f}")
 
