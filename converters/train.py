@@ -65,7 +65,9 @@ def evaluate(model: ReverbNet, x: torch.Tensor, labels: torch.Tensor, batch_size
 
 
 def check_rate_penalty(rate_penalty: float) -> None:
-    check_rate_penalty(rate_penalty)
+    """Raise ValueError unless the firing-rate penalty λ is a finite number >= 0."""
+    if not (rate_penalty >= 0.0 and np.isfinite(rate_penalty)):
+        raise ValueError(f"rate_penalty must be a finite number >= 0, got {rate_penalty}")
 
 
 def with_rate_penalty(loss: torch.Tensor, neurons: list[LIF], rate_penalty: float) -> tuple[torch.Tensor, list[float]]:
