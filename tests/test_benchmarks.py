@@ -15,7 +15,7 @@ import pytest
 from reverb_edge import Engine
 from reverb_edge.bitpack import pack_signs, unpack_signs
 from reverb_edge.kernels.checks import check_float_conv2d, check_pool2d
-from reverb_edge.kernels.conv import PreparedConv2d
+from reverb_edge.kernels.conv import PreparedConv2d, _conv2d_rows, _list_row_events
 from reverb_edge.kernels.neuron import _lif_step_kernel
 from reverb_edge.kernels.pool import max_pool2d_hwc
 
@@ -41,6 +41,24 @@ def test_bench_conv2d_modes(benchmark, rng, density, mode):
     out, events = benchmark(layer, x, 1, mode == "dense")
     assert out.shape == (28, 28, 32)
     assert events == np.count_nonzero(x)
+
+
+@BRIEF
+@pytest.mark.parametrize("density", [0.1, 0.25, 0.5])
+def test_bench_conv2d_one_pixel_kernel(benchmark, rng, density):
+    """The same layer through the one-pixel sparse kernel, which dilated layers use, against the pairs above."""
+    layer, x = mnist_layer(rng, density)
+
+    def one_pixel():
+        events = _list_row_events(x, layer.group_in, layer.keys, layer.values, layer.starts)
+        _conv2d_rows(x, layer.keys, layer.values, layer.starts, layer.rows, layer.scale, layer.bias, 1, 1, 1, 1, 1, 1,
+                     False, layer.binary_tag, layer.out, 0, 28)
+        return events
+
+    assert benchmark(one_pixel) == np.count_nonzero(x)
+    expected = layer.out.copy()
+    pairs, _ = layer(x)
+    np.testing.assert_array_equal(pairs, expected)
 
 
 @BRIEF
