@@ -109,8 +109,13 @@ def test_prepared_linear_matches_reference(rng, out_features):
     weight = np.where(rng.random((out_features, 3136)) < 0.5, -1.0, 1.0).astype(np.float32)
     scale = rng.uniform(0.5, 2.0, out_features).astype(np.float32)
     bias = rng.standard_normal(out_features).astype(np.float32)
-    out, events = prepare_linear(weight, scale, bias)(x)
+    layer = prepare_linear(weight, scale, bias)
+    out, events = layer(x)
+    out = out.copy()
     assert events == np.count_nonzero(x)
+    # The linear kernel and the convolution kernels sum in the same order.
+    for dense in (False, True):
+        np.testing.assert_array_equal(layer(x, dense=dense)[0], out)
     expected = reference.float_linear(x, weight, scale, bias)
     magnitude = np.abs(scale) * (np.abs(weight) @ np.abs(x)) + np.abs(bias)
     assert_within(out, expected, sum_tolerance(magnitude, 3136))

@@ -213,7 +213,7 @@ def synaptic_operations(engine: Engine) -> float:
 
 
 def cpu_peak(runs: int = 7, iterations: int = 200_000) -> dict[str, object]:
-    """Measure one core's peak float32 additions per second, and say how.
+    """Measure one core's peak float32 additions per second and return it with a description of the measurement.
 
     The peak is measured, not derived from a clock and a guessed number of
     add pipes: a Numba loop adds a vector to six independent 16-lane float32

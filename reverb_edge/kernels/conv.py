@@ -251,8 +251,18 @@ class PreparedLinear:
 
     def __init__(self, conv: PreparedConv2d) -> None:
         self.conv = conv
+        self.rows = conv.rows.reshape(conv.rows.shape[3], -1)  # (I, P)
+        self.scale = conv.scale.reshape(-1)
+        self.bias = conv.bias.reshape(-1)
+        self.out = conv.out.reshape(-1)
 
     def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None) -> tuple[np.ndarray, int]:
+        if dense is None:
+            # One compiled call that skips the zeros as it reads them: a readout layer has too few
+            # outputs for the list of non-zero inputs and the pixel loop of the convolution to pay.
+            events = _linear_events(x, self.rows, self.scale, self.bias, self.out, self.conv.vector_tag,
+                                    self.conv.binary_tag)
+            return self.out, events
         out, events = self.conv(x.reshape(1, 1, -1), 1, dense)
         return out.reshape(-1), events
 
@@ -639,6 +649,43 @@ def _conv2d_pairs(
                     _store_pixel(a0, a1, a2, a3, flat_scale, flat_bias, constants, flat_out, at, vectors, valid)
                     if pair:
                         _store_pixel(b0, b1, b2, b3, flat_scale, flat_bias, constants, flat_out, at + out_channels, vectors, valid)
+
+
+@njit(**NJIT_OPTIONS)
+def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag):
+    """Compute a linear layer over the non-zero entries of ``x``; return how many there are.
+
+    ``rows`` is (I, P), the weight rows of a one-group layer with O <= P
+    outputs; ``scale`` and ``bias`` have P entries and ``out`` O. Each output sums its terms in input
+    order, as the convolution kernels do for a 1 x 1 image, so the results
+    are the same bit for bit.
+    """
+    block_vectors = len(vector_tag)
+    inputs, padded = rows.shape
+    flat_rows = rows.reshape(-1)
+    events = 0
+    for block in range(0, padded, 4 * LANES):
+        vectors = block_vectors if block_vectors > 0 else min(4, (padded - block) // LANES)
+        acc0 = vzero()
+        acc1 = vzero()
+        acc2 = vzero()
+        acc3 = vzero()
+        events = 0
+        for i in range(inputs):
+            value = x[i]
+            if value == 0.0:
+                continue
+            events += 1
+            at = np.uint64(i * padded + block)
+            acc0 = vrowadd(acc0, vload(flat_rows, at), value, binary_tag)
+            if vectors > 1:
+                acc1 = vrowadd(acc1, vload(flat_rows, at + LANES), value, binary_tag)
+            if vectors > 2:
+                acc2 = vrowadd(acc2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+            if vectors > 3:
+                acc3 = vrowadd(acc3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+        _store_pixel(acc0, acc1, acc2, acc3, scale, bias, block, out, block, vectors, min(4 * LANES, out.shape[0] - block))
+    return events
 
 
 @njit(**PARALLEL_OPTIONS)
