@@ -31,7 +31,7 @@ from reverb_edge.events.simulator import SaccadeSimulator, simulate_saccades
 
 from .layers import LIF
 from .model import ConvNetConfig, build_convnet, save_checkpoint
-from .train import check_rate_penalty, with_rate_penalty
+from .train import check_finite_loss, check_rate_penalty, with_rate_penalty
 
 logger = logging.getLogger(__name__)
 
@@ -157,17 +157,26 @@ def train_nmnist(
         model.train()
         order = torch.randperm(len(frames), generator=generator).numpy()
         running = 0.0
+        running_cross_entropy = 0.0
+        running_rates = np.zeros(len(neurons))
         for step in tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False):
             index = order[step * batch_size:(step + 1) * batch_size]
             x = _shift_frames(torch.from_numpy(frames[index].astype(np.float32)), max_shift, generator)
-            loss, _ = with_rate_penalty(F.cross_entropy(model(x), torch.from_numpy(labels[index])), neurons, rate_penalty)
+            cross_entropy = F.cross_entropy(model(x), torch.from_numpy(labels[index]))
+            loss, rates = with_rate_penalty(cross_entropy, neurons, rate_penalty)
+            check_finite_loss(loss, epoch, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             running += float(loss.detach())
+            running_cross_entropy += float(cross_entropy.detach())
+            running_rates += rates
         test_accuracy = accuracy(model, real_test, real_test_labels)
-        history.append({"epoch": epoch, "loss": running / steps, "real_test_accuracy": test_accuracy,
+        # Firing rates: the mean over the epoch's training batches, as in train().
+        history.append({"epoch": epoch, "loss": running / steps, "cross_entropy": running_cross_entropy / steps,
+                        "real_test_accuracy": test_accuracy,
+                        "train_firing_rates": [round(float(rate), 4) for rate in running_rates / steps],
                         "seconds": round(time.perf_counter() - started, 1)})
         logger.info("epoch %d: loss %.4f, real test accuracy %.4f", epoch, running / steps, test_accuracy)
 

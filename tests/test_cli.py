@@ -167,9 +167,11 @@ def test_rate_penalty_lowers_firing_rates(mnist_dir):
     options = dict(epochs=2, limit=3000, test_limit=200, threads=2)
     plain = train(config, mnist_dir, **options)
     sparse = train(config, mnist_dir, rate_penalty=10.0, **options)
-    assert sum(sparse.history[-1]["firing_rates"]) < 0.8 * sum(plain.history[-1]["firing_rates"])
-    with pytest.raises(ValueError, match="rate_penalty"):
-        train(config, mnist_dir, rate_penalty=-1.0, **options)
+    assert sum(sparse.history[-1]["train_firing_rates"]) < 0.8 * sum(plain.history[-1]["train_firing_rates"])
+    assert sparse.history[-1]["cross_entropy"] < sparse.history[-1]["loss"]
+    for bad in (-1.0, float("nan"), 1e39):
+        with pytest.raises(ValueError, match="--rate-penalty"):
+            train(config, mnist_dir, rate_penalty=bad, **options)
 
 
 def test_train_plain_cnn_rejects_rate_penalty(tmp_path):
@@ -177,6 +179,22 @@ def test_train_plain_cnn_rejects_rate_penalty(tmp_path):
     result = run("train", "--plain-cnn", "-o", tmp_path / "cnn.pt", "--rate-penalty", "0.5")
     assert result.exit_code == 2
     assert "--rate-penalty" in result.output
+
+
+def test_train_stops_when_the_loss_diverges():
+    torch = pytest.importorskip("torch")
+    from reverb_edge.converters.train import check_finite_loss
+
+    check_finite_loss(torch.tensor(2.5), 1, 0)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="training diverged.*epoch 3, batch 8"):
+            check_finite_loss(torch.tensor(bad), 3, 7)
+
+
+def test_train_rejects_a_huge_learning_rate(tmp_path):
+    result = run("train", "-o", tmp_path / "x.pt", "--lr", "1e38")
+    assert result.exit_code == 2
+    assert "--lr" in result.output
 
 
 def test_cli_convert_rejects_non_checkpoint(tmp_path):

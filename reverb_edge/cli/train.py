@@ -21,7 +21,8 @@ from .options import check_output_folders, default_data_dir, echo_json, fail, js
               help="Also convert the trained network to this .reverb file.")
 @click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate of the one-cycle schedule (Adam).")
+@click.option("--lr", type=click.FloatRange(min=0.0, max=10.0, min_open=True), default=2e-3, show_default=True,
+              help="Peak learning rate of the one-cycle schedule (Adam).")
 @click.option("--timesteps", type=click.IntRange(min=1, max=MAX_TIMESTEPS), default=2, show_default=True,
               help="T, timesteps per inference.")
 @click.option("--channels", default="32,32,64", show_default=True, help="Output channels of the three convolutions.")
@@ -57,10 +58,13 @@ def train_command(data, output, convert_to, epochs, batch_size, lr, timesteps, c
         raise click.UsageError("--convert writes a .reverb spiking model, so it cannot be combined with --plain-cnn")
     if plain_cnn:
         context = click.get_current_context()
-        spiking = [f"--{name.replace('_', '-')}" for name in ("timesteps", "tau", "threshold", "rate_penalty")
+        spiking = [f"--{name}" for name in ("timesteps", "tau", "threshold")
                    if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
         if spiking:
             raise click.UsageError(f"{', '.join(spiking)} set(s) the spiking neurons, which a plain CNN "
+                                   "(--plain-cnn, ReLU, T = 1) does not have")
+        if rate_penalty > 0.0:
+            raise click.UsageError("--rate-penalty penalises the firing rates of spiking neurons, which a plain CNN "
                                    "(--plain-cnn, ReLU, T = 1) does not have")
     from ..converters.export import export_model
     from ..converters.model import ConvNetConfig
