@@ -36,6 +36,18 @@ def test_bench_json_against_torch():
     assert report["model_bytes"] < report["fp32_bytes"]
 
 
+def test_bench_peak_fraction_counts_threads_and_few_classes():
+    """Two threads are compared with two cores' peak, and 9 inputs (no digit 9) still get an accuracy."""
+    pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
+    result = CliRunner().invoke(main, ["bench", "mnist", "--peer", "torch", "--inputs", "9", "--threads", "2",
+                                       "--no-cold-start", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    fraction = report["effective_sops_per_s"] / (2 * report["fp32_add_peak_per_s"])
+    assert report["fraction_of_peak"] == pytest.approx(fraction, rel=1e-2)
+    assert report["accuracy"]["engine"] is not None
+
+
 def test_bench_text_output():
     pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
     result = CliRunner().invoke(main, ["bench", "mnist", "--peer", "torch", "--inputs", "5", "--no-cold-start"])

@@ -173,7 +173,8 @@ class BenchResult:
             "sops_per_inference": round(self.sops_per_inference),
             "effective_sops_per_s": round(self.sops_per_inference / engine_seconds),
             "fp32_add_peak_per_s": self.peak["adds_per_s"],
-            "fraction_of_peak": _round(self.sops_per_inference / engine_seconds / self.peak["adds_per_s"]),
+            # The peak is one core's; with several threads the engine may use as many cores.
+            "fraction_of_peak": _round(self.sops_per_inference / engine_seconds / (self.peak["adds_per_s"] * self.threads)),
             "peak_derivation": self.peak["derivation"],
             "layers": self.layers,
             "model_bytes": self.model_bytes,
@@ -675,9 +676,9 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
                            runtime.name, score_difference[runtime.name]["median"])
     accuracy = None
     classes = engine.graph.shapes[engine.graph.output_name][0]
-    if inputs.labels is not None and classes != int(inputs.labels.max()) + 1:
-        logger.warning("the model has %d classes but the inputs' labels have %d; no accuracy reported",
-                       classes, int(inputs.labels.max()) + 1)
+    if inputs.labels is not None and (int(inputs.labels.max()) >= classes or int(inputs.labels.min()) < 0):
+        logger.warning("the inputs' labels run from %d to %d, outside the model's %d classes; no accuracy reported",
+                       int(inputs.labels.min()), int(inputs.labels.max()), classes)
     elif inputs.labels is not None:
         accuracy = {runtime.name: round(float(np.mean(np.array(runtime.labels) == inputs.labels)), 4)
                     for runtime in runtimes}

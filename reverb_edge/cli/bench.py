@@ -96,7 +96,8 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
     click.echo(
         f"synaptic operations per inference: {result['sops_per_inference']:,}; "
         f"{result['effective_sops_per_s'] / 1e9:.2f} GSOP/s = {100 * result['fraction_of_peak']:.1f} % of "
-        f"{result['fp32_add_peak_per_s'] / 1e9:.1f} G float32 adds/s ({result['peak_derivation']})"
+        + (f"{result['threads']} × " if result["threads"] > 1 else "")
+        + f"{result['fp32_add_peak_per_s'] / 1e9:.1f} G float32 adds/s per core ({result['peak_derivation']})"
     )
     click.echo(f"model file {result['model_bytes']:,} bytes, {result['fp32_bytes']:,} as float32; "
                f"peak RSS of this run {result['peak_rss_mb']} MB")
