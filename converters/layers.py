@@ -132,7 +132,7 @@ class LIF(nn.Module):
         self.surrogate_width = float(surrogate_width)
         self.timesteps = 1
         # The mean firing rate of the last forward pass with gradients, differentiable through the
-        # surrogate; training adds it to the loss to make the network sparser (see converters.train).
+        # surrogate. Training can add it to the loss to make the network sparser (converters.train).
         self.firing_rate: torch.Tensor | None = None
 
     def extra_repr(self) -> str:

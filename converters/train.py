@@ -64,8 +64,8 @@ def evaluate(model: ReverbNet, x: torch.Tensor, labels: torch.Tensor, batch_size
     return correct / max(len(x), 1)
 
 
-# Beyond this the penalty term overflows float32 (a firing rate is at most 1 per layer); the useful
-# range is far below it (0.1 for the shipped MNIST model).
+# A firing rate is at most 1 per layer, so beyond this bound the penalty term could overflow
+# float32. Useful values are far below it: the shipped MNIST model used 0.1.
 MAX_RATE_PENALTY = 1e30
 
 
@@ -90,8 +90,8 @@ def check_finite_loss(loss: torch.Tensor, epoch: int, step: int) -> None:
 def with_rate_penalty(loss: torch.Tensor, neurons: list[LIF], rate_penalty: float) -> tuple[torch.Tensor, list[float]]:
     """Return ``loss`` plus λ times the sum of the neurons' mean firing rates, and those rates.
 
-    The rates are the ones of the last forward pass, differentiable through
-    the surrogate gradient; λ = 0 leaves the loss as it is.
+    The rates are those of the last forward pass, differentiable through
+    the surrogate gradient. λ = 0 leaves the loss as it is.
     """
     rates = [neuron.firing_rate for neuron in neurons if neuron.firing_rate is not None]
     if rate_penalty > 0.0 and rates:

@@ -158,7 +158,7 @@ def test_cli_train_convert_eval_end_to_end(tmp_path, mnist_dir):
 
 
 def test_rate_penalty_lowers_firing_rates(mnist_dir):
-    """The same short run with a firing-rate penalty fires less, as the loss asks."""
+    """The same short run with a firing-rate penalty ends with lower firing rates."""
     pytest.importorskip("torch")
     from reverb_edge.converters.model import ConvNetConfig
     from reverb_edge.converters.train import train

@@ -56,8 +56,8 @@ def test_prepared_conv2d_modes_equal_and_match_reference(
     case = ConvCase(group_channels * groups, group_out * groups, groups, height, width, kernel, stride, padding, dilation)
     rng = np.random.default_rng(seed)
     x, weight, scale, bias = conv_inputs(rng, case, density)
-    # Binary rows take fused multiply-adds, float rows a separate multiply and add; both are exact
-    # against the dense mode, which sums the same terms in the same order.
+    # Binary rows take fused multiply-adds and float rows a separate multiply and add. Both match the
+    # dense mode exactly, because it sums the same terms in the same order.
     signs = sign_weights(weight) if binary else weight
     layer = prepared(case, signs, scale, bias)
     if binary:

@@ -173,7 +173,7 @@ class BenchResult:
             "sops_per_inference": round(self.sops_per_inference),
             "effective_sops_per_s": round(self.sops_per_inference / engine_seconds),
             "fp32_add_peak_per_s": self.peak["adds_per_s"],
-            # The peak is one core's; with several threads the engine may use as many cores.
+            # The peak is one core's, and with several threads the engine may use as many cores.
             "fraction_of_peak": _round(self.sops_per_inference / engine_seconds / (self.peak["adds_per_s"] * self.threads)),
             "peak_derivation": self.peak["derivation"],
             "layers": self.layers,
@@ -220,7 +220,7 @@ def cpu_peak(runs: int = 7, iterations: int = 200_000) -> dict[str, object]:
     add pipes: a Numba loop adds a vector to six independent 16-lane float32
     accumulators (enough to hide the add latency on current x86 and Arm
     cores), ``iterations`` times, and the fastest of ``runs`` runs counts.
-    This is the rate of vector add instructions; a core may reach more
+    This is the rate of vector add instructions. A core may reach more
     additions by also running them as fused multiply-adds (× 1.0) on its
     multiply pipes, which this figure leaves out.
     """

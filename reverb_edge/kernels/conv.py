@@ -33,7 +33,7 @@ CPU's pipelines instead of waiting for one another. Dilated and grouped
 dense layers take the one-pixel kernel (``_conv2d_rows``).
 
 Sums are accumulated in float32 in the order shown above. Float weights
-take a separate multiply and add; binary weight rows take a fused
+take a separate multiply and add. Binary weight rows take a fused
 multiply-add, which gives the same result because a product with -1, 0 or
 +1 is exact.
 """
@@ -258,8 +258,8 @@ class PreparedLinear:
 
     def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None) -> tuple[np.ndarray, int]:
         if dense is None:
-            # One compiled call that skips the zeros as it reads them: a readout layer has too few
-            # outputs for the list of non-zero inputs and the pixel loop of the convolution to pay.
+            # One compiled call that skips the zeros as it reads them. A readout layer has too few
+            # outputs for the list of non-zero inputs and the convolution's pixel loop to pay off.
             events = _linear_events(x, self.rows, self.scale, self.bias, self.out, self.conv.vector_tag,
                                     self.conv.binary_tag)
             return self.out, events
@@ -532,7 +532,7 @@ def _conv2d_pairs(
     two pixels overlap in the CPU's pipelines. Each pixel still sums its terms
     in the order of the general kernel, so the results are the same.
 
-    The tags are tuples whose length Numba knows at compile time, so each
+    The tags are tuples whose length is fixed by their Numba type, so each
     layer shape gets its own compiled loop: ``len(vector_tag)`` is the number
     of 16-lane vectors per block when a group has at most 64 outputs (0
     otherwise), and a non-empty ``binary_tag`` says that every weight is -1,

@@ -108,9 +108,9 @@ def binary_conv2d_popcount(
 POPCOUNT_FROM = 16
 
 # ... and when at least this fraction of the input is 1. The popcount kernel's cost does not
-# depend on the input, the float kernel's follows the non-zero inputs: on the MNIST model's
-# second convolution (32 channels, 28 x 28) the float kernel was faster below about 12 % ones
-# (25 against 63 us at 2 %), and an all-zero input took 63 us with popcounts against 5.
+# depend on the input, while the float kernel's follows the non-zero inputs. On the MNIST model's
+# second convolution (32 channels, 28 x 28) the float kernel was faster below about 12 % ones:
+# 25 against 63 us at 2 %. An all-zero input took 63 us with popcounts against 5.
 POPCOUNT_DENSITY = 0.15
 
 
