@@ -71,3 +71,14 @@ def mnist_like_graph(timesteps: int = 2) -> Graph:
         Linear("fc", in_features=16 * 7 * 7, out_features=10),
     )
     return Graph(spec, nodes, timesteps=timesteps)
+
+
+class CountingCalls:
+    """Wrap a callable and count its calls; the wrapped object still does the work."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)

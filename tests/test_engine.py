@@ -330,3 +330,50 @@ def test_engine_rejects_input_beyond_float32(mnist_like_path):
     x[0, 0, 0] = 1e39
     with pytest.raises(InputError, match=r"input values up to 1e\+39 exceed the float32 range"):
         engine.predict(x)
+
+
+def stepped(engine: Engine, frames) -> tuple[np.ndarray, list[dict]]:
+    """The mean readout and the layer statistics of ``frames`` run one ``step`` at a time."""
+    engine.reset()
+    engine.reset_stats()
+    total = None
+    for frame in frames:
+        out = engine.step(frame)
+        total = out.copy() if total is None else total + out
+    return total / np.float32(len(frames)), engine.layer_stats()
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
+def test_engine_frames_in_pairs_equal_steps_bit_for_bit(every_node_path, rng, count):
+    engine = Engine.load(every_node_path)
+    frames = rng.normal(size=(count, *engine.input_spec.shape)).astype(np.float32)
+    frames[0, :, :2] = 0.0  # some rows without input at one timestep only
+    expected, expected_stats = stepped(engine, frames)
+
+    engine.reset_stats()
+    scores = engine.predict_frames(frames)
+
+    np.testing.assert_array_equal(scores, expected)
+    assert engine.layer_stats() == expected_stats
+
+
+def test_engine_predict_in_pairs_equals_steps_bit_for_bit(mnist_like_path, rng):
+    engine = Engine.load(mnist_like_path)
+    for x in rng.normal(size=(4, *engine.input_spec.shape)).astype(np.float32):
+        expected, _ = stepped(engine, [x] * engine.timesteps)
+        np.testing.assert_array_equal(engine.predict(x), expected)
+
+
+def test_engine_fused_neurons_equal_separate_nodes(every_node_path, rng):
+    """Convolutions merged with the LIF node they feed give the bits and statistics of the plain node list."""
+    fused = Engine.load(every_node_path)
+    separate = Engine.load(every_node_path)
+    separate._fused_plan = separate._plan
+    assert any(entry[1] == Engine._FIRING for entry in fused._fused_plan)
+
+    for count in (1, 2, 3):
+        frames = rng.normal(size=(count, *fused.input_spec.shape)).astype(np.float32)
+        fused.reset_stats()
+        separate.reset_stats()
+        np.testing.assert_array_equal(fused.predict_frames(frames), separate.predict_frames(frames))
+        assert fused.layer_stats() == separate.layer_stats()

@@ -44,16 +44,20 @@ from numba import literal_unroll, literally, njit, prange
 from reverb_edge.bitpack import unpack_signs
 from reverb_edge.kernels.checks import Conv2dGeometry, check_binary_conv2d, check_float_conv2d
 from reverb_edge.kernels.config import NJIT_OPTIONS, PARALLEL_OPTIONS
-from reverb_edge.kernels.popcount import POPCOUNT_DENSITY, POPCOUNT_FROM, PopcountConv2d, _binary_ones, trailing_zeros
+from reverb_edge.kernels.neuron import _lif_first_step_kernel, _lif_pair_kernel, _lif_step_kernel
+from reverb_edge.kernels.popcount import POPCOUNT_DENSITY, POPCOUNT_FROM, PopcountConv2d, trailing_zeros
 from reverb_edge.kernels.simd import (
     LANES,
     vaffine,
+    vcount_fired,
+    vfire,
     vlane,
     vload,
     vmuladd,
     vmuladd_lanes,
     vrowadd,
     vnonzero_bits,
+    vreset,
     vstore,
     vzero,
 )
@@ -65,6 +69,13 @@ BLOCK = 4 * LANES
 # random inputs shaped like the MNIST model's second convolution (32 to 32 channels,
 # 28 x 28), the dense mode was faster only above 80 to 90 % non-zero inputs.
 DENSE_FROM = 0.9
+
+# Time tags for _list_row_events and _conv2d_pairs: one timestep, or two at once.
+ONE_TIMESTEP = (0,)
+TWO_TIMESTEPS = (0, 0)
+
+# The neuron constants passed to _conv2d_pairs when no neurons are fused (float32, like real ones).
+NO_CONSTANT = np.float32(0.0)
 
 
 class PreparedConv2d:
@@ -100,9 +111,13 @@ class PreparedConv2d:
         # The non-zero inputs of each input row and group, in (column, channel) order: key
         # column * Cg + channel, value, and where each column's run starts.
         self.keys = np.empty((in_height, geometry.groups, in_width * self.group_in), np.int32)
-        self.values = np.empty((in_height, geometry.groups, in_width * self.group_in), np.float32)
+        # ``pair`` lists two timesteps at once, with two values per entry; one timestep uses the
+        # first half of the same buffer. The kernels index both as flat arrays of that shape.
+        self.value_pairs = np.empty((in_height, geometry.groups, 2 * in_width * self.group_in), np.float32)
+        self.values = self.value_pairs.reshape(-1)[: self.value_pairs.size // 2].reshape(self.keys.shape)
         self.starts = np.empty((in_height, geometry.groups, in_width + 1), np.int64)
         self.out = np.empty((geometry.out_height, geometry.out_width, geometry.out_channels), np.float32)
+        self.out_next = np.empty_like(self.out)  # the second timestep's output in ``pair``
         (self.stride_h, self.stride_w), self.dilation = geometry.stride, geometry.dilation
         self.top, self.left = geometry.padding[0], geometry.padding[2]
         # A depthwise layer (one input and one output channel per group) runs its own kernel, which
@@ -115,42 +130,115 @@ class PreparedConv2d:
                 np.ascontiguousarray(self.bias[:, 0]),
             )
 
-    def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None) -> tuple[np.ndarray, int]:
-        if self.popcount is not None and dense is None and _binary_ones(x.reshape(-1)) >= POPCOUNT_DENSITY * x.size:
-            return self.popcount(x), self.popcount.events
+    def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        out = self.out if out is None else out
         if self.depthwise is not None and dense is None:
             weights, scale, bias = self.depthwise
             arguments = (x, weights, scale, bias, self.stride_h, self.stride_w, self.top, self.left,
-                         self.dilation[0], self.dilation[1], self.out)
-            if threads > 1 and self.out.shape[0] > 1:
-                _depthwise_parallel(*arguments, min(threads, self.out.shape[0]))
+                         self.dilation[0], self.dilation[1], out)
+            if threads > 1 and out.shape[0] > 1:
+                _depthwise_parallel(*arguments, min(threads, out.shape[0]))
             else:
-                _depthwise_rows(*arguments, 0, self.out.shape[0])
-            return self.out, int(np.count_nonzero(x))
-        events = _list_row_events(x, self.group_in, self.keys, self.values, self.starts)
+                _depthwise_rows(*arguments, 0, out.shape[0])
+            return out, int(np.count_nonzero(x))
+        events, _, ones, _ = _list_row_events(x, x, self.group_in, self.keys, self.values, self.starts, ONE_TIMESTEP)
+        if dense is None and self._popcount_pays(events, ones, x.size):
+            return self.popcount(x, out), events
         if dense is None:
             dense = events >= DENSE_FROM * x.size
-        parts = min(threads, self.out.shape[0])
         if self.dilation[1] == 1 and (not dense or self.geometry.groups == 1):
-            arguments = (
-                x, self.keys, self.values, self.starts, self.rows, self.scale, self.bias,
-                self.stride_h, self.stride_w, self.top, self.left, self.dilation[0], self.out,
-                self.vector_tag, self.binary_tag, (0,) if dense else (),
-            )
-            if parts > 1:
-                _conv2d_pairs_parallel(*arguments, parts)
-            else:
-                _conv2d_pairs(*arguments, 0, self.out.shape[0])
-            return self.out, events
+            self._pairs(x, x, out, out, dense, ONE_TIMESTEP, threads)
+            return out, events
         arguments = (
             x, self.keys, self.values, self.starts, self.rows, self.scale, self.bias, self.stride_h, self.stride_w,
-            self.top, self.left, self.dilation[0], self.dilation[1], dense, self.binary_tag, self.out,
+            self.top, self.left, self.dilation[0], self.dilation[1], dense, self.binary_tag, out,
         )
+        parts = min(threads, out.shape[0])
         if parts > 1:
             _conv2d_parallel(*arguments, parts)
         else:
-            _conv2d_rows(*arguments, 0, self.out.shape[0])
-        return self.out, events
+            _conv2d_rows(*arguments, 0, out.shape[0])
+        return out, events
+
+    def pair(self, x: np.ndarray, x_next: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Run two consecutive timesteps; return (out, out_next, non-zero inputs of x, of x_next).
+
+        Where :func:`_conv2d_pairs` serves the layer, one list of both inputs
+        and one pass over it compute both outputs, which shares the weight
+        loads and the loop overhead between the timesteps. Otherwise this is
+        two calls. The results equal two calls bit for bit either way.
+        """
+        if self.depthwise is None and self.dilation[1] == 1:
+            events, events_next, ones, ones_next = _list_row_events(
+                x, x_next, self.group_in, self.keys, self.value_pairs, self.starts, TWO_TIMESTEPS,
+            )
+            popcount = self._popcount_pays(events, ones, x.size) or self._popcount_pays(events_next, ones_next, x.size)
+            dense = max(events, events_next) >= DENSE_FROM * x.size
+            if not popcount and (not dense or self.geometry.groups == 1):
+                self._pairs(x, x_next, self.out, self.out_next, dense, TWO_TIMESTEPS, threads)
+                return self.out, self.out_next, events, events_next
+        out, events = self(x, threads)
+        out_next, events_next = self(x_next, threads, out=self.out_next)
+        return out, out_next, events, events_next
+
+    def _popcount_pays(self, events: int, ones: int, size: int) -> bool:
+        """Whether the popcount kernel serves an input with these counts: binary, with enough ones."""
+        return self.popcount is not None and ones == events and ones >= POPCOUNT_DENSITY * size
+
+    def fire(self, x: np.ndarray, x_next: np.ndarray | None, neuron: tuple, fresh: bool,
+             threads: int = 1) -> tuple[int, int, int, int]:
+        """Run the layer and the LIF neurons it feeds, for one timestep or (with ``x_next``) two.
+
+        ``neuron`` is (membrane, tau, threshold, spikes, spikes_next): the
+        neurons' float32 membrane potentials and spike buffers, shaped like
+        the output, and float32 constants. ``fresh`` says the first timestep
+        is the first after a reset. Where :func:`_conv2d_pairs` serves the
+        layer, the neuron step runs as each output pixel is finished and the
+        currents are never stored; otherwise the currents go to ``self.out``
+        and the LIF kernels run after. Either way the spikes and potentials
+        equal those of the layer followed by ``lif_step``, bit for bit.
+        Returns (non-zero inputs, at the next timestep, neurons fired, at the next timestep).
+        """
+        membrane, tau, threshold, spikes, spikes_next = neuron
+        flat_membrane = membrane.reshape(-1)
+        if self.depthwise is None and self.dilation[1] == 1:
+            second = x if x_next is None else x_next
+            time_tag = ONE_TIMESTEP if x_next is None else TWO_TIMESTEPS
+            values = self.values if x_next is None else self.value_pairs
+            events, events_next, ones, ones_next = _list_row_events(
+                x, second, self.group_in, self.keys, values, self.starts, time_tag,
+            )
+            popcount = self._popcount_pays(events, ones, x.size) or self._popcount_pays(events_next, ones_next, x.size)
+            dense = max(events, events_next) >= DENSE_FROM * x.size
+            if not popcount and (not dense or self.geometry.groups == 1):
+                fired, fired_next = self._pairs(x, second, spikes, spikes_next, dense, time_tag, threads,
+                                                (membrane, tau, threshold), fresh)
+                return events, events_next, fired, fired_next
+        if x_next is None:
+            current, events = self(x, threads)
+            step = _lif_first_step_kernel if fresh else _lif_step_kernel
+            constants = (threshold,) if fresh else (tau, threshold)
+            return events, 0, step(current.reshape(-1), flat_membrane, *constants, spikes.reshape(-1)), 0
+        current, current_next, events, events_next = self.pair(x, x_next, threads)
+        fired, fired_next = _lif_pair_kernel(current.reshape(-1), current_next.reshape(-1), flat_membrane, tau, threshold,
+                                             spikes.reshape(-1), spikes_next.reshape(-1), (0,) if fresh else ())
+        return events, events_next, fired, fired_next
+
+    def _pairs(self, x, x_next, out, out_next, dense, time_tag, threads, neuron=None, fresh=False) -> tuple[int, int]:
+        """Run :func:`_conv2d_pairs` on the current lists (or, dense, on the inputs); return the neurons fired."""
+        values = self.values if len(time_tag) == 1 else self.value_pairs
+        membrane, tau, threshold = (out, NO_CONSTANT, NO_CONSTANT) if neuron is None else neuron
+        arguments = (
+            x, x_next, self.keys, values, self.starts, self.rows, self.scale, self.bias,
+            self.stride_h, self.stride_w, self.top, self.left, self.dilation[0], out, out_next, membrane, tau, threshold,
+            self.vector_tag, self.binary_tag, (0,) if dense else (), time_tag, () if neuron is None else (0,),
+            (0,) if fresh else (),
+        )
+        parts = min(threads, out.shape[0])
+        if parts > 1:
+            return _conv2d_pairs_parallel(*arguments, parts)
+        return _conv2d_pairs(*arguments, 0, out.shape[0])
 
 
 def weight_rows(weight: np.ndarray, groups: int) -> np.ndarray:
@@ -255,16 +343,25 @@ class PreparedLinear:
         self.scale = conv.scale.reshape(-1)
         self.bias = conv.bias.reshape(-1)
         self.out = conv.out.reshape(-1)
+        self.out_next = conv.out_next.reshape(-1)
 
-    def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None) -> tuple[np.ndarray, int]:
+    def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        out = self.out if out is None else out
         if dense is None:
             # One compiled call that skips the zeros as it reads them. A readout layer has too few
             # outputs for the list of non-zero inputs and the convolution's pixel loop to pay off.
-            events = _linear_events(x, self.rows, self.scale, self.bias, self.out, self.conv.vector_tag,
+            events = _linear_events(x, self.rows, self.scale, self.bias, out, self.conv.vector_tag,
                                     self.conv.binary_tag)
-            return self.out, events
-        out, events = self.conv(x.reshape(1, 1, -1), 1, dense)
-        return out.reshape(-1), events
+            return out, events
+        result, events = self.conv(x.reshape(1, 1, -1), 1, dense, out=out.reshape(self.conv.out.shape))
+        return result.reshape(-1), events
+
+    def pair(self, x: np.ndarray, x_next: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Two consecutive timesteps in one pass; see :meth:`PreparedConv2d.pair`."""
+        events, events_next = _linear_events_pair(x, x_next, self.rows, self.scale, self.bias, self.out,
+                                                  self.out_next, self.conv.vector_tag, self.conv.binary_tag)
+        return self.out, self.out_next, events, events_next
 
 
 def prepare_linear(weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, rows: np.ndarray | None = None) -> PreparedLinear:
@@ -284,7 +381,7 @@ def _channels_first(x, weight, scale, bias, geometry) -> np.ndarray:
 
 
 @njit(**NJIT_OPTIONS)
-def _list_row_events(x, group_in, keys, values, starts):
+def _list_row_events(x, x_next, group_in, keys, values, starts, time_tag):
     """Compress the non-zero inputs of every input row and group; return how many there are.
 
     For row iy and group g, entry k of ``keys[iy, g]`` is ix * Cg + c and of
@@ -293,11 +390,27 @@ def _list_row_events(x, group_in, keys, values, starts):
     [starts[iy, g, ix], starts[iy, g, ix + 1]). Channels are tested 16 at a
     time with one vector compare, and only the set bits of the result are
     visited, so the work follows the number of non-zero inputs.
+
+    With a two-element ``time_tag``, ``x`` and ``x_next`` are the inputs of
+    two consecutive timesteps: an entry lists an input that is non-zero in
+    either, and ``values[iy, g]`` holds its two values at 2k and 2k + 1.
+    With a one-element tag ``x_next`` is not read.
+
+    Returns (non-zero inputs of ``x``, of ``x_next``, inputs equal to 1.0 in
+    ``x``, in ``x_next``), with zeros for ``x_next`` with one timestep. An
+    input is binary (all 0 and 1) when its ones equal its non-zero inputs,
+    which is the test for the popcount kernel; counting here spares a second
+    pass over the input.
     """
+    steps = len(time_tag)
     height, width, channels = x.shape
     groups = keys.shape[1]
     flat_x = x.reshape(-1)
+    flat_next = x_next.reshape(-1)
     total = 0
+    total_next = 0
+    ones = 0
+    ones_next = 0
     for iy in range(height):
         for group in range(groups):
             row_keys = keys[iy, group]
@@ -310,10 +423,20 @@ def _list_row_events(x, group_in, keys, values, starts):
                 channel = 0
                 while channel + LANES <= group_in:
                     bits = vnonzero_bits(flat_x, pixel + channel)
+                    if steps > 1:
+                        bits |= vnonzero_bits(flat_next, pixel + channel)
                     while bits != 0:
                         found = channel + np.int64(trailing_zeros(bits))
+                        value = flat_x[pixel + found]
                         row_keys[n] = ix * group_in + found
-                        row_values[n] = flat_x[pixel + found]
+                        row_values[steps * n] = value
+                        ones += 1 if value == 1.0 else 0
+                        if steps > 1:
+                            value_next = flat_next[pixel + found]
+                            row_values[steps * n + 1] = value_next
+                            total += 1 if value != 0.0 else 0
+                            total_next += 1 if value_next != 0.0 else 0
+                            ones_next += 1 if value_next == 1.0 else 0
                         n += 1
                         bits &= bits - np.uint64(1)
                     channel += LANES
@@ -321,12 +444,22 @@ def _list_row_events(x, group_in, keys, values, starts):
                 while channel < group_in:
                     value = flat_x[pixel + channel]
                     row_keys[n] = ix * group_in + channel
-                    row_values[n] = value
-                    n += 1 if value != 0.0 else 0
+                    row_values[steps * n] = value
+                    listed = value != 0.0
+                    ones += 1 if value == 1.0 else 0
+                    if steps > 1:
+                        value_next = flat_next[pixel + channel]
+                        row_values[steps * n + 1] = value_next
+                        total += 1 if listed else 0
+                        total_next += 1 if value_next != 0.0 else 0
+                        ones_next += 1 if value_next == 1.0 else 0
+                        listed = listed or value_next != 0.0
+                    n += 1 if listed else 0
                     channel += 1
             row_starts[width] = n
-            total += n
-    return total
+            if steps == 1:
+                total += n
+    return total, total_next, ones, ones_next
 
 
 @njit(**NJIT_OPTIONS)
@@ -519,10 +652,70 @@ def _store_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_
                 flat_out[at + j] = vlane(acc3, j - 3 * LANES)
 
 
+@njit(inline="always")
+def _fire_vector(current, flat_membrane, flat_spikes, at, tau, threshold, fresh):
+    """One LIF step for 16 neurons at ``at`` with input current ``current``; return how many fired.
+
+    The same arithmetic as ``_lif_step_kernel`` (``_lif_first_step_kernel``
+    when ``fresh``), lane by lane.
+    """
+    potential = current if fresh else vmuladd(current, vload(flat_membrane, at), tau)
+    vstore(flat_spikes, at, vfire(potential, threshold))
+    vstore(flat_membrane, at, vreset(potential, threshold))
+    return vcount_fired(potential, threshold)
+
+
+@njit(inline="always")
+def _fire_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_membrane, flat_spikes, at, vectors,
+                valid, tau, threshold, fresh):
+    """Turn one pixel's accumulators into input currents and run the LIF neurons they feed; return how many fired.
+
+    The neurons' membrane potentials and spikes share the output's
+    channels-last layout, so ``at`` indexes all three. Fusing the neuron
+    step into the convolution saves a pass over the currents, which are
+    never stored.
+    """
+    acc0 = vaffine(acc0, vload(flat_scale, constants), vload(flat_bias, constants))
+    if vectors > 1:
+        acc1 = vaffine(acc1, vload(flat_scale, constants + LANES), vload(flat_bias, constants + LANES))
+    if vectors > 2:
+        acc2 = vaffine(acc2, vload(flat_scale, constants + 2 * LANES), vload(flat_bias, constants + 2 * LANES))
+    if vectors > 3:
+        acc3 = vaffine(acc3, vload(flat_scale, constants + 3 * LANES), vload(flat_bias, constants + 3 * LANES))
+    fired = 0
+    if valid == vectors * LANES:
+        fired += _fire_vector(acc0, flat_membrane, flat_spikes, at, tau, threshold, fresh)
+        if vectors > 1:
+            fired += _fire_vector(acc1, flat_membrane, flat_spikes, at + LANES, tau, threshold, fresh)
+        if vectors > 2:
+            fired += _fire_vector(acc2, flat_membrane, flat_spikes, at + 2 * LANES, tau, threshold, fresh)
+        if vectors > 3:
+            fired += _fire_vector(acc3, flat_membrane, flat_spikes, at + 3 * LANES, tau, threshold, fresh)
+        return fired
+    # The last block of a group whose width is not a multiple of 16: one neuron at a time.
+    zero = np.float32(0.0)
+    for j in range(valid):
+        if j < LANES:
+            current = vlane(acc0, j)
+        elif j < 2 * LANES:
+            current = vlane(acc1, j - LANES)
+        elif j < 3 * LANES:
+            current = vlane(acc2, j - 2 * LANES)
+        else:
+            current = vlane(acc3, j - 3 * LANES)
+        potential = current if fresh else tau * flat_membrane[at + j] + current
+        spike = potential >= threshold
+        flat_spikes[at + j] = potential if spike else zero
+        flat_membrane[at + j] = zero if spike else potential
+        fired += 1 if spike else 0
+    return fired
+
+
 @njit(**NJIT_OPTIONS)
 def _conv2d_pairs(
-    x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    out, vector_tag, binary_tag, dense_tag, row_start, row_stop,
+    x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh_tag,
+    row_start, row_stop,
 ):
     """Both modes with no dilation along x, two horizontally adjacent output pixels at a time.
 
@@ -540,11 +733,32 @@ def _conv2d_pairs(
     separate multiply and add. A non-empty ``dense_tag`` selects the dense
     mode, which walks every input instead of the lists; it needs one group,
     so that the inputs of adjacent columns are contiguous like the list entries.
+
+    With a two-element ``time_tag`` the kernel computes two timesteps at once:
+    ``x`` into ``out`` and ``x_next`` into ``out_next``, from the lists that
+    ``_list_row_events`` built for both. Each weight row is loaded once for
+    both, and the list is walked once. An input that is zero at one of the
+    two timesteps adds 0 there, which leaves a sum that starts at +0 unchanged,
+    so each timestep's result equals a one-timestep call bit for bit.
+
+    With a non-empty ``neuron_tag`` the outputs feed LIF neurons with decay
+    ``tau`` and threshold ``threshold``, whose membrane potentials are in
+    ``membrane`` (the output's shape): ``out`` and ``out_next`` receive
+    their spikes instead of the currents (see ``_fire_pixel``). A non-empty
+    ``fresh_tag`` says the first timestep is the first after a reset.
+    Returns how many neurons fired at each timestep (0, 0 without neurons).
     """
     block_vectors = len(vector_tag)
+    neuron = len(neuron_tag) > 0
+    fresh = len(fresh_tag) > 0
+    flat_membrane = membrane.reshape(-1)
+    fired = 0
+    fired_next = 0
     dense = len(dense_tag) > 0
+    steps = len(time_tag)
     height, width, channels = x.shape
     flat_x = x.reshape(-1)
+    flat_x_next = x_next.reshape(-1)
     groups, kernel_h, kernel_w, group_in, padded = rows.shape
     out_width, out_channels = out.shape[1], out.shape[2]
     group_out = out_channels // groups
@@ -555,6 +769,7 @@ def _conv2d_pairs(
     flat_scale = scale.reshape(-1)
     flat_bias = bias.reshape(-1)
     flat_out = out.reshape(-1)
+    flat_out_next = out_next.reshape(-1)
     shift = stride_w * group_in * padded  # from pixel A's weight row of an input to pixel B's
 
     for group in range(groups):
@@ -567,6 +782,7 @@ def _conv2d_pairs(
             for oy in range(row_start, row_stop):
                 for ox in range(0, out_width, 2):
                     pair = ox + 1 < out_width
+                    # Accumulators: a for pixel A, b for pixel B; c and d for them at the next timestep.
                     a0 = vzero()
                     a1 = vzero()
                     a2 = vzero()
@@ -575,6 +791,14 @@ def _conv2d_pairs(
                     b1 = vzero()
                     b2 = vzero()
                     b3 = vzero()
+                    c0 = vzero()
+                    c1 = vzero()
+                    c2 = vzero()
+                    c3 = vzero()
+                    d0 = vzero()
+                    d1 = vzero()
+                    d2 = vzero()
+                    d3 = vzero()
                     first_a = ox * stride_w - left
                     low_a = min(max(first_a, 0), width)
                     high_a = max(min(first_a + kernel_w, width), low_a)
@@ -601,54 +825,110 @@ def _conv2d_pairs(
                         first_k = low_a * group_in if dense else listed + flat_starts[runs + low_a]
                         last_k = end_a * group_in if dense else listed + flat_starts[runs + end_a]
                         for k in range(np.uint64(first_k), np.uint64(last_k)):
-                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[k]
+                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[steps * k]
+                            value_next = flat_x_next[np.uint64(pixels) + k] if dense else flat_values[steps * k + steps - 1]
                             offset = (np.int64(k) if dense else np.int64(flat_keys[k])) * padded
                             at = np.uint64(base_a + offset)
-                            a0 = vrowadd(a0, vload(flat_rows, at), value, binary_tag)
+                            row = vload(flat_rows, at)
+                            a0 = vrowadd(a0, row, value, binary_tag)
+                            c0 = vrowadd(c0, row, value_next, binary_tag) if steps > 1 else c0
                             if vectors > 1:
-                                a1 = vrowadd(a1, vload(flat_rows, at + LANES), value, binary_tag)
+                                row = vload(flat_rows, at + LANES)
+                                a1 = vrowadd(a1, row, value, binary_tag)
+                                c1 = vrowadd(c1, row, value_next, binary_tag) if steps > 1 else c1
                             if vectors > 2:
-                                a2 = vrowadd(a2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                                row = vload(flat_rows, at + 2 * LANES)
+                                a2 = vrowadd(a2, row, value, binary_tag)
+                                c2 = vrowadd(c2, row, value_next, binary_tag) if steps > 1 else c2
                             if vectors > 3:
-                                a3 = vrowadd(a3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+                                row = vload(flat_rows, at + 3 * LANES)
+                                a3 = vrowadd(a3, row, value, binary_tag)
+                                c3 = vrowadd(c3, row, value_next, binary_tag) if steps > 1 else c3
                         first_k = low_b * group_in if dense else listed + flat_starts[runs + low_b]
                         last_k = end_both * group_in if dense else listed + flat_starts[runs + end_both]
                         for k in range(np.uint64(first_k), np.uint64(last_k)):
-                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[k]
+                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[steps * k]
+                            value_next = flat_x_next[np.uint64(pixels) + k] if dense else flat_values[steps * k + steps - 1]
                             offset = (np.int64(k) if dense else np.int64(flat_keys[k])) * padded
                             at = np.uint64(base_a + offset)
-                            a0 = vrowadd(a0, vload(flat_rows, at), value, binary_tag)
+                            row = vload(flat_rows, at)
+                            a0 = vrowadd(a0, row, value, binary_tag)
+                            c0 = vrowadd(c0, row, value_next, binary_tag) if steps > 1 else c0
                             if vectors > 1:
-                                a1 = vrowadd(a1, vload(flat_rows, at + LANES), value, binary_tag)
+                                row = vload(flat_rows, at + LANES)
+                                a1 = vrowadd(a1, row, value, binary_tag)
+                                c1 = vrowadd(c1, row, value_next, binary_tag) if steps > 1 else c1
                             if vectors > 2:
-                                a2 = vrowadd(a2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                                row = vload(flat_rows, at + 2 * LANES)
+                                a2 = vrowadd(a2, row, value, binary_tag)
+                                c2 = vrowadd(c2, row, value_next, binary_tag) if steps > 1 else c2
                             if vectors > 3:
-                                a3 = vrowadd(a3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+                                row = vload(flat_rows, at + 3 * LANES)
+                                a3 = vrowadd(a3, row, value, binary_tag)
+                                c3 = vrowadd(c3, row, value_next, binary_tag) if steps > 1 else c3
                             at = np.uint64(base_b + offset)
-                            b0 = vrowadd(b0, vload(flat_rows, at), value, binary_tag)
+                            row = vload(flat_rows, at)
+                            b0 = vrowadd(b0, row, value, binary_tag)
+                            d0 = vrowadd(d0, row, value_next, binary_tag) if steps > 1 else d0
                             if vectors > 1:
-                                b1 = vrowadd(b1, vload(flat_rows, at + LANES), value, binary_tag)
+                                row = vload(flat_rows, at + LANES)
+                                b1 = vrowadd(b1, row, value, binary_tag)
+                                d1 = vrowadd(d1, row, value_next, binary_tag) if steps > 1 else d1
                             if vectors > 2:
-                                b2 = vrowadd(b2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                                row = vload(flat_rows, at + 2 * LANES)
+                                b2 = vrowadd(b2, row, value, binary_tag)
+                                d2 = vrowadd(d2, row, value_next, binary_tag) if steps > 1 else d2
                             if vectors > 3:
-                                b3 = vrowadd(b3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+                                row = vload(flat_rows, at + 3 * LANES)
+                                b3 = vrowadd(b3, row, value, binary_tag)
+                                d3 = vrowadd(d3, row, value_next, binary_tag) if steps > 1 else d3
                         first_k = start_b * group_in if dense else listed + flat_starts[runs + start_b]
                         last_k = high_b * group_in if dense else listed + flat_starts[runs + high_b]
                         for k in range(np.uint64(first_k), np.uint64(last_k)):
-                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[k]
+                            value = flat_x[np.uint64(pixels) + k] if dense else flat_values[steps * k]
+                            value_next = flat_x_next[np.uint64(pixels) + k] if dense else flat_values[steps * k + steps - 1]
                             offset = (np.int64(k) if dense else np.int64(flat_keys[k])) * padded
                             at = np.uint64(base_b + offset)
-                            b0 = vrowadd(b0, vload(flat_rows, at), value, binary_tag)
+                            row = vload(flat_rows, at)
+                            b0 = vrowadd(b0, row, value, binary_tag)
+                            d0 = vrowadd(d0, row, value_next, binary_tag) if steps > 1 else d0
                             if vectors > 1:
-                                b1 = vrowadd(b1, vload(flat_rows, at + LANES), value, binary_tag)
+                                row = vload(flat_rows, at + LANES)
+                                b1 = vrowadd(b1, row, value, binary_tag)
+                                d1 = vrowadd(d1, row, value_next, binary_tag) if steps > 1 else d1
                             if vectors > 2:
-                                b2 = vrowadd(b2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                                row = vload(flat_rows, at + 2 * LANES)
+                                b2 = vrowadd(b2, row, value, binary_tag)
+                                d2 = vrowadd(d2, row, value_next, binary_tag) if steps > 1 else d2
                             if vectors > 3:
-                                b3 = vrowadd(b3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+                                row = vload(flat_rows, at + 3 * LANES)
+                                b3 = vrowadd(b3, row, value, binary_tag)
+                                d3 = vrowadd(d3, row, value_next, binary_tag) if steps > 1 else d3
                     at = (oy * out_width + ox) * out_channels + group * group_out + block
+                    if neuron:
+                        # Timestep order per neuron: the second step starts from the first one's potential.
+                        fired += _fire_pixel(a0, a1, a2, a3, flat_scale, flat_bias, constants, flat_membrane, flat_out,
+                                             at, vectors, valid, tau, threshold, fresh)
+                        if steps > 1:
+                            fired_next += _fire_pixel(c0, c1, c2, c3, flat_scale, flat_bias, constants, flat_membrane,
+                                                      flat_out_next, at, vectors, valid, tau, threshold, False)
+                        if pair:
+                            fired += _fire_pixel(b0, b1, b2, b3, flat_scale, flat_bias, constants, flat_membrane, flat_out,
+                                                 at + out_channels, vectors, valid, tau, threshold, fresh)
+                            if steps > 1:
+                                fired_next += _fire_pixel(d0, d1, d2, d3, flat_scale, flat_bias, constants, flat_membrane,
+                                                          flat_out_next, at + out_channels, vectors, valid, tau,
+                                                          threshold, False)
+                        continue
                     _store_pixel(a0, a1, a2, a3, flat_scale, flat_bias, constants, flat_out, at, vectors, valid)
                     if pair:
                         _store_pixel(b0, b1, b2, b3, flat_scale, flat_bias, constants, flat_out, at + out_channels, vectors, valid)
+                    if steps > 1:
+                        _store_pixel(c0, c1, c2, c3, flat_scale, flat_bias, constants, flat_out_next, at, vectors, valid)
+                        if pair:
+                            _store_pixel(d0, d1, d2, d3, flat_scale, flat_bias, constants, flat_out_next, at + out_channels,
+                                         vectors, valid)
+    return fired, fired_next
 
 
 @njit(**NJIT_OPTIONS)
@@ -688,19 +968,79 @@ def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag):
     return events
 
 
+@njit(**NJIT_OPTIONS)
+def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag, binary_tag):
+    """:func:`_linear_events` on two timesteps' inputs in one pass; return both counts of non-zero inputs.
+
+    An input that is non-zero at either timestep adds its row to both sums,
+    with the value 0 at the other, which leaves a sum that starts at +0
+    unchanged; so both results equal one-timestep calls bit for bit.
+    """
+    block_vectors = len(vector_tag)
+    inputs, padded = rows.shape
+    flat_rows = rows.reshape(-1)
+    events = 0
+    events_next = 0
+    for block in range(0, padded, 4 * LANES):
+        vectors = block_vectors if block_vectors > 0 else min(4, (padded - block) // LANES)
+        acc0 = vzero()
+        acc1 = vzero()
+        acc2 = vzero()
+        acc3 = vzero()
+        next0 = vzero()
+        next1 = vzero()
+        next2 = vzero()
+        next3 = vzero()
+        events = 0
+        events_next = 0
+        for i in range(inputs):
+            value = x[i]
+            value_next = x_next[i]
+            if value == 0.0 and value_next == 0.0:
+                continue
+            events += 1 if value != 0.0 else 0
+            events_next += 1 if value_next != 0.0 else 0
+            at = np.uint64(i * padded + block)
+            row = vload(flat_rows, at)
+            acc0 = vrowadd(acc0, row, value, binary_tag)
+            next0 = vrowadd(next0, row, value_next, binary_tag)
+            if vectors > 1:
+                row = vload(flat_rows, at + LANES)
+                acc1 = vrowadd(acc1, row, value, binary_tag)
+                next1 = vrowadd(next1, row, value_next, binary_tag)
+            if vectors > 2:
+                row = vload(flat_rows, at + 2 * LANES)
+                acc2 = vrowadd(acc2, row, value, binary_tag)
+                next2 = vrowadd(next2, row, value_next, binary_tag)
+            if vectors > 3:
+                row = vload(flat_rows, at + 3 * LANES)
+                acc3 = vrowadd(acc3, row, value, binary_tag)
+                next3 = vrowadd(next3, row, value_next, binary_tag)
+        valid = min(4 * LANES, out.shape[0] - block)
+        _store_pixel(acc0, acc1, acc2, acc3, scale, bias, block, out, block, vectors, valid)
+        _store_pixel(next0, next1, next2, next3, scale, bias, block, out_next, block, vectors, valid)
+    return events, events_next
+
+
 @njit(**PARALLEL_OPTIONS)
 def _conv2d_pairs_parallel(
-    x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    out, vector_tag, binary_tag, dense_tag, parts,
+    x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh_tag, parts,
 ):
     """Split the output rows into ``parts`` bands and run :func:`_conv2d_pairs` on Numba's thread pool."""
     out_height = out.shape[0]
     band = -(-out_height // parts)
+    fired = 0
+    fired_next = 0
     for part in prange(parts):
-        _conv2d_pairs(
-            x, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-            out, vector_tag, binary_tag, dense_tag, part * band, min(out_height, (part + 1) * band),
+        counts = _conv2d_pairs(
+            x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
+            out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh_tag,
+            part * band, min(out_height, (part + 1) * band),
         )
+        fired += counts[0]
+        fired_next += counts[1]
+    return fired, fired_next
 
 
 @njit(**PARALLEL_OPTIONS)

@@ -26,3 +26,10 @@ def _flatten_channels_first_kernel(x, out):
     for c in range(channels):
         for pixel in range(height * width):
             out[c * height * width + pixel] = flat_x[pixel * channels + c]
+
+
+@njit(**NJIT_OPTIONS)
+def _flatten_pair_kernel(x, x_next, out, out_next):
+    """Flatten two timesteps' maps in one compiled call."""
+    _flatten_channels_first_kernel(x, out)
+    _flatten_channels_first_kernel(x_next, out_next)

@@ -71,6 +71,39 @@ def max_pool2d_hwc(x: np.ndarray, geometry, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def avg_pool2d_hwc_pair(x: np.ndarray, x_next: np.ndarray, geometry, out: np.ndarray,
+                        out_next: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`avg_pool2d_hwc` on two inputs in one compiled call (two timesteps)."""
+    (kernel_h, kernel_w), (stride_h, stride_w) = geometry.kernel, geometry.stride
+    top, _, left, _ = geometry.padding
+    _avg_pool2d_pair_kernel(x, x_next, kernel_h, kernel_w, stride_h, stride_w, top, left, out, out_next)
+    return out, out_next
+
+
+def max_pool2d_hwc_pair(x: np.ndarray, x_next: np.ndarray, geometry, out: np.ndarray,
+                        out_next: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`max_pool2d_hwc` on two inputs in one compiled call (two timesteps)."""
+    (kernel_h, kernel_w), (stride_h, stride_w) = geometry.kernel, geometry.stride
+    top, _, left, _ = geometry.padding
+    dilation_h, dilation_w = geometry.dilation
+    _max_pool2d_pair_kernel(x, x_next, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w,
+                            out, out_next)
+    return out, out_next
+
+
+@njit(**NJIT_OPTIONS)
+def _avg_pool2d_pair_kernel(x, x_next, kernel_h, kernel_w, stride_h, stride_w, top, left, out, out_next):
+    _avg_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, out)
+    _avg_pool2d_kernel(x_next, kernel_h, kernel_w, stride_h, stride_w, top, left, out_next)
+
+
+@njit(**NJIT_OPTIONS)
+def _max_pool2d_pair_kernel(x, x_next, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w,
+                            out, out_next):
+    _max_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out)
+    _max_pool2d_kernel(x_next, kernel_h, kernel_w, stride_h, stride_w, top, left, dilation_h, dilation_w, out_next)
+
+
 @njit(**NJIT_OPTIONS)
 def _avg_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, out):
     height, width, channels = x.shape

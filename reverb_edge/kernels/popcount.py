@@ -134,14 +134,16 @@ class PopcountConv2d:
         self.out = np.empty((geometry.out_height, geometry.out_width, geometry.out_channels), np.float32)
         self.sums = np.empty(geometry.out_channels // geometry.groups, np.int64)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Compute the layer on channels-last ``x`` into ``out`` (by default ``self.out``) and return it."""
+        out = self.out if out is None else out
         geometry = self.geometry
         self.events = int(_pack_binary_pixels(x, self.packed))
         _popcount_conv2d_kernel(
             self.packed, self.bits_by_position, self.scale, self.bias, geometry.stride[0], geometry.stride[1],
-            geometry.padding[0], geometry.padding[2], geometry.dilation[0], geometry.dilation[1], self.sums, self.out,
+            geometry.padding[0], geometry.padding[2], geometry.dilation[0], geometry.dilation[1], self.sums, out,
         )
-        return self.out
+        return out
 
 
 @njit(**NJIT_OPTIONS)

@@ -189,6 +189,43 @@ def _vaffine(typingctx, vector, scale, bias):
 
 
 @intrinsic
+def _vfire(typingctx, potential, threshold):
+    """Return, lane by lane, the spike of a LIF neuron: potential where potential >= threshold, else 0."""
+
+    def codegen(context, builder, signature, args):
+        fired = builder.fcmp_ordered(">=", args[0], _broadcast(builder, args[1]))
+        return builder.select(fired, args[0], ir.Constant(_VECTOR, [0.0] * LANES))
+
+    return float32x16(potential, threshold), codegen
+
+
+@intrinsic
+def _vreset(typingctx, potential, threshold):
+    """Return, lane by lane, the membrane potential after the hard reset: 0 where it fired, else potential."""
+
+    def codegen(context, builder, signature, args):
+        fired = builder.fcmp_ordered(">=", args[0], _broadcast(builder, args[1]))
+        return builder.select(fired, ir.Constant(_VECTOR, [0.0] * LANES), args[0])
+
+    return float32x16(potential, threshold), codegen
+
+
+@intrinsic
+def _vcount_fired(typingctx, potential, threshold):
+    """Return how many lanes have potential >= threshold, as an int64."""
+
+    def codegen(context, builder, signature, args):
+        fired = builder.fcmp_ordered(">=", args[0], _broadcast(builder, args[1]))
+        bits = builder.bitcast(fired, ir.IntType(LANES))
+        ctpop = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(LANES), [ir.IntType(LANES)]), f"llvm.ctpop.i{LANES}",
+        )
+        return builder.zext(builder.call(ctpop, [bits]), ir.IntType(64))
+
+    return types.int64(potential, threshold), codegen
+
+
+@intrinsic
 def _vnonzero_bits(typingctx, array, index):
     """Return a uint64 whose bit j is set where array[index + j] is not 0.0 (NaN included), j < 16."""
 
@@ -253,11 +290,25 @@ def _py_vaffine(vector, scale, bias):
     return scale * vector + bias
 
 
+def _py_vfire(potential, threshold):
+    return np.where(potential >= threshold, potential, np.float32(0.0)).astype(np.float32)
+
+
+def _py_vreset(potential, threshold):
+    return np.where(potential >= threshold, np.float32(0.0), potential).astype(np.float32)
+
+
+def _py_vcount_fired(potential, threshold):
+    return int(np.count_nonzero(potential >= threshold))
+
+
 if config.DISABLE_JIT:
     vzero, vload, vstore, vmuladd, vaffine, vlane = _py_vzero, _py_vload, _py_vstore, _py_vmuladd, _py_vaffine, _py_vlane
     vnonzero_bits, vmuladd_lanes, vadd, vmax = _py_vnonzero_bits, _py_vmuladd_lanes, _py_vadd, _py_vmax
     vfill, vdivide, vrowadd = _py_vfill, _py_vdivide, _py_vrowadd
+    vfire, vreset, vcount_fired = _py_vfire, _py_vreset, _py_vcount_fired
 else:
     vzero, vload, vstore, vmuladd, vaffine, vlane = _vzero, _vload, _vstore, _vmuladd, _vaffine, _vlane
     vnonzero_bits, vmuladd_lanes, vadd, vmax = _vnonzero_bits, _vmuladd_lanes, _vadd, _vmax
     vfill, vdivide, vrowadd = _vfill, _vdivide, _vrowadd
+    vfire, vreset, vcount_fired = _vfire, _vreset, _vcount_fired
