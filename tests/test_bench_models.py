@@ -37,10 +37,10 @@ def nmnist_report(nmnist_dir):
 
 def test_nmnist_bench_rows_and_ratios(nmnist_report):
     report = nmnist_report
-    assert set(report["latency_ms"]) == {"engine", "engine-frames", "torch", "litert"}
+    assert set(report["latency_ms"]) == {"engine", "engine-scatter", "torch", "litert"}
     assert report["inputs"] == 12
     assert "real N-MNIST test recordings" in report["inputs_source"]
-    for name in ("engine_frames", "torch", "litert"):
+    for name in ("engine_scatter", "torch", "litert"):
         peer = name.replace("_", "-")
         ratio = report["latency_ms"]["engine"]["median"] / report["latency_ms"][peer]["median"]
         assert report[f"ratio_vs_{name}"] == pytest.approx(ratio, rel=1e-3)
@@ -48,7 +48,7 @@ def test_nmnist_bench_rows_and_ratios(nmnist_report):
 
 def test_nmnist_bench_agreement_and_accuracy(nmnist_report):
     report = nmnist_report
-    assert report["agreement_with_engine"] == {"engine-frames": 1.0, "torch": 1.0, "litert": 1.0}
+    assert report["agreement_with_engine"] == {"engine-scatter": 1.0, "torch": 1.0, "litert": 1.0}
     # 12 recordings round-robin over the classes: every digit at least once.
     assert report["accuracy"]["engine"] >= 10 / 12
     assert set(report["accuracy"].values()) == {report["accuracy"]["engine"]}
@@ -64,7 +64,7 @@ def test_nmnist_bench_details(nmnist_report):
     assert "does not apply" in report["skipped"]["cnn-litert"]
     assert report["ratio_vs_cnn_litert"] is None
     binning = report["event_binning"]
-    assert binning["included_in_latency"] == ["engine", "engine-frames", "torch", "litert"]
+    assert binning["included_in_latency"] == ["engine", "engine-scatter", "torch", "litert"]
     assert 0 < binning["binning_ms"]["median"] < report["latency_ms"]["engine"]["median"]
     assert [layer["name"] for layer in report["layers"]] == ["layers.2", "layers.5", "layers.9"]
     assert all(0 < layer["firing_rate"] < 1 for layer in report["layers"])

@@ -21,6 +21,9 @@ import numpy as np
 from reverb_edge import kernels, reference
 from reverb_edge.bitpack import pack_signs
 from reverb_edge.kernels import conv
+from reverb_edge.kernels.checks import check_float_conv2d
+from reverb_edge.kernels.conv import PreparedConv2d, prepare_linear
+from reverb_edge.kernels.neuron import _lif_step_kernel
 
 assert not hasattr(conv._conv2d_rows, "py_func"), "the JIT is still enabled"
 
@@ -98,6 +101,34 @@ for _ in range(4):
     assert n_fired == n_reference
 
 np.testing.assert_array_equal(kernels.residual_add(image, image), image + image)
+
+# Two timesteps in one pass, and a convolution merged with the LIF neurons it feeds (17 outputs: a
+# partly filled vector), against one-timestep calls.
+tau, threshold = np.float32(0.25), np.float32(0.5)
+inputs = [np.ascontiguousarray(sparse((3, 5, 6)).transpose(1, 2, 0)) for _ in range(2)]
+weight = np.where(rng.standard_normal((17, 3, 3, 3)) >= 0, 1.0, -1.0).astype(np.float32)
+scale = rng.uniform(0.5, 2.0, 17).astype(np.float32)
+bias = rng.standard_normal(17).astype(np.float32)
+geometry = check_float_conv2d("nojit", np.empty((3, 5, 6), np.float32), weight, scale, bias, 1, 1, 1, 1)[4]
+layer = PreparedConv2d(weight, scale, bias, geometry, 5, 6)
+both = [out.copy() for out in layer.pair(*inputs)[:2]]
+membrane = np.zeros(layer.out.shape, np.float32)
+spikes = [np.empty_like(membrane) for _ in range(2)]
+layer.fire(*inputs, (membrane, tau, threshold, *spikes), True)
+expected_membrane = np.zeros(membrane.size, np.float32)
+for x_now, pair_out, spikes_now in zip(inputs, both, spikes):
+    current = layer(x_now)[0].reshape(-1)
+    np.testing.assert_array_equal(pair_out.reshape(-1), current)
+    expected = np.empty(membrane.size, np.float32)
+    _lif_step_kernel(current, expected_membrane, tau, threshold, expected)
+    np.testing.assert_array_equal(spikes_now.reshape(-1), expected)
+np.testing.assert_array_equal(membrane.reshape(-1), expected_membrane)
+
+linear = prepare_linear(weight.reshape(17, -1)[:, :40], scale, bias)
+vectors = [sparse((40,)), sparse((40,))]
+both = [out.copy() for out in linear.pair(*vectors)[:2]]
+for vector, pair_out in zip(vectors, both):
+    np.testing.assert_array_equal(pair_out, linear(vector)[0])
 print("kernels without JIT match the reference")
 """
 

@@ -30,10 +30,11 @@ get a ratio, and their accuracy on the labelled inputs is what to compare.
 
 Event models (N-MNIST): every runtime receives the raw recording, and its
 latency includes binning it into T frames with :meth:`Engine.events_to_frames`.
-The ``engine`` row is :meth:`Engine.predict_events` (the event-driven first
-layer where the model allows it), and the ``engine-frames`` row is
-:meth:`Engine.predict_frames` on the binned frames. The peers run the binned
-frames as (T, C, H, W) input. The binning time alone is reported too.
+The ``engine`` row is :meth:`Engine.predict_events`, which bins the
+recording and runs the frames, and the ``engine-scatter`` row is the same
+call with ``event_driven=True`` (each event scatters its kernel into the
+first layer; no frames), where the model allows it. The peers run the
+binned frames as (T, C, H, W) input. The binning time alone is reported too.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ PEERS = ("torch", "litert", "cnn-litert", "cnn-litert-int8")
 # Peers that run the plain CNN, another network than the engine's, so no argmax agreement applies to them.
 CNN_PEERS = ("cnn-litert", "cnn-litert-int8")
 # The second engine row of event models: the frame path on the binned recording.
-ENGINE_FRAMES = "engine-frames"
+ENGINE_SCATTER = "engine-scatter"
 # Largest median |score difference| from the engine for a peer that runs the same SNN. Measured
 # differences are below 1e-4 (float32 rounding, and a rare neuron exactly at its threshold).
 SCORE_MATCH = 1e-3
@@ -626,11 +627,12 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
 
         bin_events = engine.events_to_frames if inputs.events else None
         runtimes = [Runtime("engine", engine.predict_events if inputs.events else engine.predict)]
-        if inputs.events:
-            frames_engine = engine.clone()
+        if inputs.events and engine._event_driven_node() is not None:
+            scatter_engine = engine.clone()
             runtimes.append(Runtime(
-                ENGINE_FRAMES, _binning_first(bin_events, frames_engine.predict_frames),
-                details={"path": "Engine.predict_frames on the binned frames (every layer dense, no event scatter)"},
+                ENGINE_SCATTER, lambda events: scatter_engine.predict_events(events, event_driven=True),
+                details={"path": "Engine.predict_events(event_driven=True): each event scatters its kernel into "
+                                 "the first layer, and no frame is built"},
             ))
         # A copy of a shipped model file gets the shipped model's peers.
         peer_runtimes, skipped = _peer_runtimes(engine, _shipped_name(model) or model, built_network, peers, threads,

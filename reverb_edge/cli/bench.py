@@ -52,7 +52,8 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
     ratio. After the interleaved pass, each runtime runs alone over the
     inputs too ("alone"). Accuracy is measured against the inputs' labels.
     For event models every latency includes binning the recording into
-    frames, and the engine-frames row is the engine's frame path.
+    frames, and the engine-scatter row is the engine's event-driven first
+    layer (no frames).
     """
     try:
         result = run_benchmark(model, count=count, threads=threads, data=data, peers=peers or PEERS,
