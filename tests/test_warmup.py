@@ -1,6 +1,7 @@
 """``reverb-edge warmup`` and the Numba cache folder of read-only installs."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,40 @@ def test_read_only_home_still_imports(tmp_path):
            "TMPDIR": str(tmp_path)}
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert completed.returncode == 0, completed.stderr
+
+
+CHECK_NO_COMPILATION = r"""
+import sys
+import numba
+import numpy as np
+from reverb_edge import Engine
+from reverb_edge.kernels import conv, events, layout, linear, neuron, pool, popcount
+
+engine = Engine.load("mnist")
+x = np.zeros(engine.input_spec.shape, np.float32)
+engine.predict(x)
+for count in (1, 2, 3, 4, 5):
+    engine.predict_frames(np.stack([x] * count))
+engine.reset()
+engine.step(x)
+engine.step(x)
+compiled = [
+    f"{module.__name__}.{name}"
+    for module in (conv, events, layout, linear, neuron, pool, popcount)
+    for name, value in vars(module).items()
+    if isinstance(value, numba.core.registry.CPUDispatcher) and value.stats.cache_misses
+]
+print(compiled)
+sys.exit(1 if compiled else 0)
+"""
+
+
+def test_warmup_leaves_nothing_to_compile(tmp_path):
+    """After `reverb-edge warmup`, a new process runs predict, frames and steps without compiling a kernel."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    warmed = subprocess.run([sys.executable, "-m", "reverb_edge", "warmup", "mnist"], capture_output=True, text=True,
+                            env=env, timeout=900)
+    assert warmed.returncode == 0, warmed.stderr
+    checked = subprocess.run([sys.executable, "-c", CHECK_NO_COMPILATION], capture_output=True, text=True, env=env,
+                             timeout=600)
+    assert checked.returncode == 0, f"compiled after the warm-up: {checked.stdout} {checked.stderr}"

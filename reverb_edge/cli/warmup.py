@@ -19,16 +19,24 @@ from .options import echo_json, fail, json_option
 
 
 def warm_up(engine: Engine) -> None:
-    """Run every code path of ``engine`` once: direct encoding, frames and, for DVS models, events."""
+    """Run every code path of ``engine`` once: direct encoding, frames, steps and, for DVS models, events.
+
+    Five frames take the two-timestep kernels from a reset and after it,
+    and the one-timestep kernels of an odd last timestep, which ``step``
+    uses too.
+    """
     x = np.zeros(engine.input_spec.shape, dtype=np.float32)
     engine.predict(x)
-    engine.predict_frames(np.stack([x, x]))
+    engine.predict_frames(np.stack([x] * 5))
+    engine.reset()
+    engine.step(x)
     encoding = engine.input_spec.events
     if encoding is not None:
         width, height = encoding.sensor_size[:2]
         events = make_events([0, width - 1], [0, height - 1], [0, encoding.window_us - 1], [0, 1])
         engine.predict_events(events)
-        engine.predict_events(events, event_driven=False)
+        if engine._event_driven_node() is not None:
+            engine.predict_events(events, event_driven=True)
     if numba.config.NUMBA_NUM_THREADS > 1:
         Engine(engine.model, backend=engine.backend, threads=2).predict(x)  # the multi-threaded kernels
 

@@ -233,7 +233,7 @@ class PreparedConv2d:
             x, x_next, self.keys, values, self.starts, self.rows, self.scale, self.bias,
             self.stride_h, self.stride_w, self.top, self.left, self.dilation[0], out, out_next, membrane, tau, threshold,
             self.vector_tag, self.binary_tag, (0,) if dense else (), time_tag, () if neuron is None else (0,),
-            (0,) if fresh else (),
+            bool(fresh),
         )
         parts = min(threads, out.shape[0])
         if parts > 1:
@@ -692,17 +692,25 @@ def _fire_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_m
         if vectors > 3:
             fired += _fire_vector(acc3, flat_membrane, flat_spikes, at + 3 * LANES, tau, threshold, fresh)
         return fired
-    # The last block of a group whose width is not a multiple of 16: one neuron at a time.
+    # The last block of a group whose width is not a multiple of 16, in a function of its own: inlined,
+    # its loop made the compiler take several times longer over the two-timestep variants.
+    return _fire_lanes(acc0, acc1, acc2, acc3, flat_membrane, flat_spikes, at, valid, tau, threshold, fresh)
+
+
+@njit(**NJIT_OPTIONS)
+def _fire_lanes(current0, current1, current2, current3, flat_membrane, flat_spikes, at, valid, tau, threshold, fresh):
+    """:func:`_fire_pixel` for the first ``valid`` neurons, one at a time, from their currents in four vectors."""
+    fired = 0
     zero = np.float32(0.0)
     for j in range(valid):
         if j < LANES:
-            current = vlane(acc0, j)
+            current = vlane(current0, j)
         elif j < 2 * LANES:
-            current = vlane(acc1, j - LANES)
+            current = vlane(current1, j - LANES)
         elif j < 3 * LANES:
-            current = vlane(acc2, j - 2 * LANES)
+            current = vlane(current2, j - 2 * LANES)
         else:
-            current = vlane(acc3, j - 3 * LANES)
+            current = vlane(current3, j - 3 * LANES)
         potential = current if fresh else tau * flat_membrane[at + j] + current
         spike = potential >= threshold
         flat_spikes[at + j] = potential if spike else zero
@@ -714,7 +722,7 @@ def _fire_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_m
 @njit(**NJIT_OPTIONS)
 def _conv2d_pairs(
     x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh_tag,
+    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh,
     row_start, row_stop,
 ):
     """Both modes with no dilation along x, two horizontally adjacent output pixels at a time.
@@ -745,12 +753,12 @@ def _conv2d_pairs(
     ``tau`` and threshold ``threshold``, whose membrane potentials are in
     ``membrane`` (the output's shape): ``out`` and ``out_next`` receive
     their spikes instead of the currents (see ``_fire_pixel``). A non-empty
-    ``fresh_tag`` says the first timestep is the first after a reset.
+    ``fresh`` (a bool, tested at run time: a tag would double the compiled
+    variants) says the first timestep is the first after a reset.
     Returns how many neurons fired at each timestep (0, 0 without neurons).
     """
     block_vectors = len(vector_tag)
     neuron = len(neuron_tag) > 0
-    fresh = len(fresh_tag) > 0
     flat_membrane = membrane.reshape(-1)
     fired = 0
     fired_next = 0
@@ -1025,7 +1033,7 @@ def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag,
 @njit(**PARALLEL_OPTIONS)
 def _conv2d_pairs_parallel(
     x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh_tag, parts,
+    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh, parts,
 ):
     """Split the output rows into ``parts`` bands and run :func:`_conv2d_pairs` on Numba's thread pool."""
     out_height = out.shape[0]
@@ -1035,7 +1043,7 @@ def _conv2d_pairs_parallel(
     for part in prange(parts):
         counts = _conv2d_pairs(
             x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-            out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh_tag,
+            out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh,
             part * band, min(out_height, (part + 1) * band),
         )
         fired += counts[0]
