@@ -652,70 +652,32 @@ def _store_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_
                 flat_out[at + j] = vlane(acc3, j - 3 * LANES)
 
 
-@njit(inline="always")
-def _fire_vector(current, flat_membrane, flat_spikes, at, tau, threshold, fresh):
-    """One LIF step for 16 neurons at ``at`` with input current ``current``; return how many fired.
-
-    The same arithmetic as ``_lif_step_kernel`` (``_lif_first_step_kernel``
-    when ``fresh``), lane by lane.
-    """
-    potential = current if fresh else vmuladd(current, vload(flat_membrane, at), tau)
-    vstore(flat_spikes, at, vfire(potential, threshold))
-    vstore(flat_membrane, at, vreset(potential, threshold))
-    return vcount_fired(potential, threshold)
-
-
-@njit(inline="always")
-def _fire_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_membrane, flat_spikes, at, vectors,
-                valid, tau, threshold, fresh):
-    """Turn one pixel's accumulators into input currents and run the LIF neurons they feed; return how many fired.
-
-    The neurons' membrane potentials and spikes share the output's
-    channels-last layout, so ``at`` indexes all three. Fusing the neuron
-    step into the convolution saves a pass over the currents, which are
-    never stored.
-    """
-    acc0 = vaffine(acc0, vload(flat_scale, constants), vload(flat_bias, constants))
-    if vectors > 1:
-        acc1 = vaffine(acc1, vload(flat_scale, constants + LANES), vload(flat_bias, constants + LANES))
-    if vectors > 2:
-        acc2 = vaffine(acc2, vload(flat_scale, constants + 2 * LANES), vload(flat_bias, constants + 2 * LANES))
-    if vectors > 3:
-        acc3 = vaffine(acc3, vload(flat_scale, constants + 3 * LANES), vload(flat_bias, constants + 3 * LANES))
-    fired = 0
-    if valid == vectors * LANES:
-        fired += _fire_vector(acc0, flat_membrane, flat_spikes, at, tau, threshold, fresh)
-        if vectors > 1:
-            fired += _fire_vector(acc1, flat_membrane, flat_spikes, at + LANES, tau, threshold, fresh)
-        if vectors > 2:
-            fired += _fire_vector(acc2, flat_membrane, flat_spikes, at + 2 * LANES, tau, threshold, fresh)
-        if vectors > 3:
-            fired += _fire_vector(acc3, flat_membrane, flat_spikes, at + 3 * LANES, tau, threshold, fresh)
-        return fired
-    # The last block of a group whose width is not a multiple of 16, in a function of its own: inlined,
-    # its loop made the compiler take several times longer over the two-timestep variants.
-    return _fire_lanes(acc0, acc1, acc2, acc3, flat_membrane, flat_spikes, at, valid, tau, threshold, fresh)
-
-
 @njit(**NJIT_OPTIONS)
-def _fire_lanes(current0, current1, current2, current3, flat_membrane, flat_spikes, at, valid, tau, threshold, fresh):
-    """:func:`_fire_pixel` for the first ``valid`` neurons, one at a time, from their currents in four vectors."""
+def _fire_row(flat_spikes, flat_membrane, first_at, out_width, out_channels, valid, tau, threshold, fresh):
+    """One LIF step for ``valid`` channels of each pixel of an output row, whose currents are in ``flat_spikes``.
+
+    The channels of pixel ox start at first_at + ox * out_channels. Each
+    current is replaced by its spike, with the arithmetic of
+    ``_lif_step_kernel`` (``_lif_first_step_kernel`` when ``fresh``), 16
+    neurons per vector. Returns how many neurons fired.
+    """
     fired = 0
     zero = np.float32(0.0)
-    for j in range(valid):
-        if j < LANES:
-            current = vlane(current0, j)
-        elif j < 2 * LANES:
-            current = vlane(current1, j - LANES)
-        elif j < 3 * LANES:
-            current = vlane(current2, j - 2 * LANES)
-        else:
-            current = vlane(current3, j - 3 * LANES)
-        potential = current if fresh else tau * flat_membrane[at + j] + current
-        spike = potential >= threshold
-        flat_spikes[at + j] = potential if spike else zero
-        flat_membrane[at + j] = zero if spike else potential
-        fired += 1 if spike else 0
+    whole = valid - valid % LANES
+    for ox in range(out_width):
+        at = first_at + ox * out_channels
+        for j in range(at, at + whole, LANES):
+            current = vload(flat_spikes, j)
+            potential = current if fresh else vmuladd(current, vload(flat_membrane, j), tau)
+            vstore(flat_spikes, j, vfire(potential, threshold))
+            vstore(flat_membrane, j, vreset(potential, threshold))
+            fired += vcount_fired(potential, threshold)
+        for j in range(at + whole, at + valid):
+            potential = flat_spikes[j] if fresh else tau * flat_membrane[j] + flat_spikes[j]
+            spike = potential >= threshold
+            flat_spikes[j] = potential if spike else zero
+            flat_membrane[j] = zero if spike else potential
+            fired += 1 if spike else 0
     return fired
 
 
@@ -752,7 +714,7 @@ def _conv2d_pairs(
     With a non-empty ``neuron_tag`` the outputs feed LIF neurons with decay
     ``tau`` and threshold ``threshold``, whose membrane potentials are in
     ``membrane`` (the output's shape): ``out`` and ``out_next`` receive
-    their spikes instead of the currents (see ``_fire_pixel``). A non-empty
+    their spikes instead of the currents (see ``_fire_row``). A non-empty
     ``fresh`` (a bool, tested at run time: a tag would double the compiled
     variants) says the first timestep is the first after a reset.
     Returns how many neurons fired at each timestep (0, 0 without neurons).
@@ -913,21 +875,6 @@ def _conv2d_pairs(
                                 b3 = vrowadd(b3, row, value, binary_tag)
                                 d3 = vrowadd(d3, row, value_next, binary_tag) if steps > 1 else d3
                     at = (oy * out_width + ox) * out_channels + group * group_out + block
-                    if neuron:
-                        # Timestep order per neuron: the second step starts from the first one's potential.
-                        fired += _fire_pixel(a0, a1, a2, a3, flat_scale, flat_bias, constants, flat_membrane, flat_out,
-                                             at, vectors, valid, tau, threshold, fresh)
-                        if steps > 1:
-                            fired_next += _fire_pixel(c0, c1, c2, c3, flat_scale, flat_bias, constants, flat_membrane,
-                                                      flat_out_next, at, vectors, valid, tau, threshold, False)
-                        if pair:
-                            fired += _fire_pixel(b0, b1, b2, b3, flat_scale, flat_bias, constants, flat_membrane, flat_out,
-                                                 at + out_channels, vectors, valid, tau, threshold, fresh)
-                            if steps > 1:
-                                fired_next += _fire_pixel(d0, d1, d2, d3, flat_scale, flat_bias, constants, flat_membrane,
-                                                          flat_out_next, at + out_channels, vectors, valid, tau,
-                                                          threshold, False)
-                        continue
                     _store_pixel(a0, a1, a2, a3, flat_scale, flat_bias, constants, flat_out, at, vectors, valid)
                     if pair:
                         _store_pixel(b0, b1, b2, b3, flat_scale, flat_bias, constants, flat_out, at + out_channels, vectors, valid)
@@ -936,6 +883,16 @@ def _conv2d_pairs(
                         if pair:
                             _store_pixel(d0, d1, d2, d3, flat_scale, flat_bias, constants, flat_out_next, at + out_channels,
                                          vectors, valid)
+                if neuron:
+                    # The row's currents are still in the cache: run the neurons over them in place, first
+                    # timestep then second, as _lif_step_kernel would. The step sits here rather than at each
+                    # pixel because an inline function there made Numba count references at every pixel.
+                    first_at = oy * out_width * out_channels + group * group_out + block
+                    fired += _fire_row(flat_out, flat_membrane, first_at, out_width, out_channels, valid, tau,
+                                       threshold, fresh)
+                    if steps > 1:
+                        fired_next += _fire_row(flat_out_next, flat_membrane, first_at, out_width, out_channels, valid,
+                                                tau, threshold, False)
     return fired, fired_next
 
 
