@@ -41,6 +41,10 @@ BACKENDS = {"numba": kernels, "reference": reference}
 # is far above any network that a Raspberry Pi-class board runs.
 MAX_STATE_ELEMENTS = 1 << 27
 
+# The largest input magnitude accepted. A normalised input lies within a few units of 0; values
+# near float32's 3.4e38 overflow in the first layer's sums (see Engine._check_magnitude).
+MAX_INPUT_MAGNITUDE = 1e30
+
 # The Numba backend keeps synaptic weights as float32 rows (4 bytes per weight, each row padded
 # to 16 outputs), 32 times their packed size. 2**26 of them take 256 MiB, which leaves room on a
 # board with 1 GiB of memory. A network with 12.6 million weights needs about a fifth of that.
@@ -405,11 +409,9 @@ class Engine:
             )
         if array.dtype == np.float32 and array.flags.c_contiguous:
             # The common case: one scan, no conversion.
-            if not np.isfinite(array).all():
-                raise InputError("input contains NaN or infinity")
+            self._check_magnitude(array)
             return array
-        if not np.isfinite(array).all():
-            raise InputError("input contains NaN or infinity")
+        self._check_magnitude(array)
         with np.errstate(over="ignore"):
             converted = np.ascontiguousarray(array, dtype=np.float32)
         if not np.isfinite(converted).all():
@@ -419,6 +421,27 @@ class Engine:
                 "as the model's input spec says (engine.preprocess does)"
             )
         return converted
+
+    @staticmethod
+    def _check_magnitude(array: np.ndarray) -> None:
+        """Reject NaN, infinity and values beyond MAX_INPUT_MAGNITUDE.
+
+        Values near float32's limit overflow in the first layer's sums. An
+        overflow to infinity reaches the scores, which are checked, but one
+        that meets infinity of the other sign leaves NaN membrane potentials,
+        which never fire: the scores then look valid and are wrong.
+        """
+        largest = np.abs(array).max()
+        if largest <= MAX_INPUT_MAGNITUDE:
+            return
+        if not np.isfinite(largest):
+            raise InputError("input contains NaN or infinity")
+        if largest <= np.finfo(np.float32).max:
+            raise InputError(
+                f"input values up to {float(largest):.3g} are far outside a normalised input (at most "
+                f"{MAX_INPUT_MAGNITUDE:.0e} is accepted), and the network's sums would overflow float32; normalise "
+                "the input as the model's input spec says (engine.preprocess does)"
+            )
 
     def _internal(self, array: np.ndarray) -> np.ndarray:
         """Return a (C, H, W) array in the backend's layout, as a new writable array for the Numba backend."""

@@ -64,7 +64,7 @@ def test_nmnist_bench_details(nmnist_report):
     assert "does not apply" in report["skipped"]["cnn-litert"]
     assert report["ratio_vs_cnn_litert"] is None
     binning = report["event_binning"]
-    assert binning["included_in_latency"] == ["engine", "engine-scatter", "torch", "litert"]
+    assert binning["included_in_latency"] == ["engine", "torch", "litert"]
     assert 0 < binning["binning_ms"]["median"] < report["latency_ms"]["engine"]["median"]
     assert [layer["name"] for layer in report["layers"]] == ["layers.2", "layers.5", "layers.9"]
     assert all(0 < layer["firing_rate"] < 1 for layer in report["layers"])

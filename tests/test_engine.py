@@ -188,10 +188,16 @@ def test_engine_rejects_integer_pixels(mnist_like_path):
         engine.predict(np.full((1, 28, 28), 255, np.uint8))
 
 
-def test_engine_rejects_overflowing_input(mnist_like_path):
+@pytest.mark.parametrize("value", [1e31, 1e38, 3.4e38, -3.4e38])
+def test_engine_rejects_overflowing_input(mnist_like_path, value):
+    """Values that overflow the sums are refused: one case left NaN potentials and valid-looking scores."""
     engine = Engine.load(mnist_like_path)
-    with pytest.raises(InputError, match="not finite"):
-        engine.predict(np.full((1, 28, 28), 1e38, np.float32))
+    x = np.zeros((1, 28, 28), np.float32)
+    x[0, 3, 4] = value
+    for run in (engine.predict, engine.step, lambda x: engine.predict_frames(np.stack([x, x]))):
+        with pytest.raises(InputError, match=r"far outside a normalised input \(at most 1e\+30"):
+            run(x)
+    engine.predict(np.full((1, 28, 28), 1e30, np.float32))
 
 
 def test_engine_rejects_concurrent_use(mnist_like_path, rng):

@@ -63,13 +63,16 @@ from reverb_edge import Engine
 from reverb_edge.kernels import conv, events, layout, linear, neuron, pool, popcount
 
 engine = Engine.load("mnist")
-x = np.zeros(engine.input_spec.shape, np.float32)
-engine.predict(x)
-for count in (1, 2, 3, 4, 5):
-    engine.predict_frames(np.stack([x] * count))
-engine.reset()
-engine.step(x)
-engine.step(x)
+# A real digit would do too: like random values, it has no zero pixel after normalisation, so the
+# first layer takes its dense mode.
+for x in (np.zeros(engine.input_spec.shape, np.float32),
+          np.random.default_rng(1).normal(0.5, 2.0, engine.input_spec.shape).astype(np.float32)):
+    engine.predict(x)
+    for count in (1, 2, 3, 4, 5):
+        engine.predict_frames(np.stack([x] * count))
+    engine.reset()
+    engine.step(x)
+    engine.step(x)
 compiled = [
     f"{module.__name__}.{name}"
     for module in (conv, events, layout, linear, neuron, pool, popcount)
@@ -82,7 +85,7 @@ sys.exit(1 if compiled else 0)
 
 
 def test_warmup_leaves_nothing_to_compile(tmp_path):
-    """After `reverb-edge warmup`, a new process runs predict, frames and steps without compiling a kernel."""
+    """After `reverb-edge warmup`, a new process runs predict, frames and steps, sparse and dense, without compiling."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     warmed = subprocess.run([sys.executable, "-m", "reverb_edge", "warmup", "mnist"], capture_output=True, text=True,
                             env=env, timeout=900)

@@ -51,9 +51,9 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
     input, or whose scores differ (median |difference| above 1e-3), gets no
     ratio. After the interleaved pass, each runtime runs alone over the
     inputs too ("alone"). Accuracy is measured against the inputs' labels.
-    For event models every latency includes binning the recording into
-    frames, and the engine-scatter row is the engine's event-driven first
-    layer (no frames).
+    For event models the latencies include binning the recording into
+    frames, except the engine-scatter row: the engine's event-driven first
+    layer, which builds no frames.
     """
     try:
         result = run_benchmark(model, count=count, threads=threads, data=data, peers=peers or PEERS,
@@ -84,8 +84,9 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
     click.echo("median and p90: interleaved input by input; alone: each runtime in its own pass")
     if "event_binning" in result:
         binning = result["event_binning"]
-        click.echo(f"every latency includes binning the events into frames ({binning['binning_ms']['median']:.3f} "
-                   "ms median alone)")
+        binned = ", ".join(binning["included_in_latency"])
+        click.echo(f"the latencies of {binned} include binning the events into frames "
+                   f"({binning['binning_ms']['median']:.3f} ms median alone)")
     for name, details in result["peer_details"].items():
         if "xnnpack_nodes" in details:
             click.echo(f"{name}: XNNPACK took {details['xnnpack_nodes']} of {details['total_nodes']} operators "

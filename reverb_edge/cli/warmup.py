@@ -21,15 +21,25 @@ from .options import echo_json, fail, json_option
 def warm_up(engine: Engine) -> None:
     """Run every code path of ``engine`` once: direct encoding, frames, steps and, for DVS models, events.
 
+    Each path runs on an all-zero input, which takes the kernels' sparse
+    mode, and on dense random values, which take the dense mode that the
+    first layer runs on a normalised image: each mode is compiled apart.
     Five frames take the two-timestep kernels from a reset and after it,
     and the one-timestep kernels of an odd last timestep, which ``step``
-    uses too.
+    uses too. With more than one Numba thread, the multi-threaded kernels
+    are warmed the same way.
     """
-    x = np.zeros(engine.input_spec.shape, dtype=np.float32)
-    engine.predict(x)
-    engine.predict_frames(np.stack([x] * 5))
-    engine.reset()
-    engine.step(x)
+    shape = engine.input_spec.shape
+    inputs = (np.zeros(shape, np.float32), np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    engines = [engine]
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        engines.append(Engine(engine.model, backend=engine.backend, threads=2))
+    for warmed in engines:
+        for x in inputs:
+            warmed.predict(x)
+            warmed.predict_frames(np.stack([x] * 5))
+            warmed.reset()
+            warmed.step(x)
     encoding = engine.input_spec.events
     if encoding is not None:
         width, height = encoding.sensor_size[:2]
@@ -37,8 +47,6 @@ def warm_up(engine: Engine) -> None:
         engine.predict_events(events)
         if engine._event_driven_node() is not None:
             engine.predict_events(events, event_driven=True)
-    if numba.config.NUMBA_NUM_THREADS > 1:
-        Engine(engine.model, backend=engine.backend, threads=2).predict(x)  # the multi-threaded kernels
 
 
 @main.command("warmup")
