@@ -467,11 +467,11 @@ class Engine:
         are never stored. It carries the LIF node's name and the
         convolution's as its last field. A convolution is merged only where
         the LIF node is its one reader. A time-invariant one is merged only
-        with ``invariant``: ``predict`` computes it once for all timesteps
+        with ``invariant``. ``predict`` computes it once for all timesteps
         (merging it was 5 % slower on the MNIST model, cold cache or warm),
-        and ``predict_events`` supplies the first layer's output, but
-        frames and ``step`` compute it at every timestep anyway. Runs that
-        record every node keep the plain plan.
+        and ``predict_events`` supplies the first layer's output. Frames and
+        ``step`` compute it at every timestep anyway. Runs that record every
+        node keep the plain plan.
         """
         if not self._fast:
             return plan
@@ -575,7 +575,7 @@ class Engine:
 
     def _run_block(
         self, xs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray] | None = None,
-        record: dict[str, list] | None = None, given: dict[str, tuple[np.ndarray, ...]] | None = None,
+        record: dict[str, list] | None = None, supplied: dict[str, tuple[np.ndarray, ...]] | None = None,
     ) -> tuple[np.ndarray, ...]:
         """Run one or two consecutive timesteps on the inputs ``xs`` and return their readouts.
 
@@ -584,8 +584,8 @@ class Engine:
         timestep, because a neuron's state depends only on its own earlier
         timesteps, but a convolution with a ``pair`` function computes both
         timesteps in one pass (see ``PreparedConv2d.pair``). Timestep k uses
-        the node's buffers of slot k. ``cache`` holds the outputs of
-        time-invariant nodes, computed once; ``given`` fixes some nodes'
+        the node's buffers of slot k. ``cache`` contains the outputs of
+        time-invariant nodes, computed once; ``supplied`` fixes some nodes'
         outputs per timestep; ``record`` collects every output.
         """
         n = len(xs)
@@ -593,13 +593,13 @@ class Engine:
         stats_by_name = self.stats
         if record is not None:
             plan = self._plan
-        elif cache is not None or given is not None:
+        elif cache is not None or supplied is not None:
             plan = self._fused_plan
         else:
             plan = self._stream_plan
         for name, kind, sources, function, pair, invariant, merged in plan:
-            if given is not None and name in given:
-                values[name] = given[name]
+            if supplied is not None and name in supplied:
+                values[name] = supplied[name]
                 continue
             if cache is not None and name in cache:
                 values[name] = (cache[name],) * n
@@ -666,10 +666,10 @@ class Engine:
                 record.setdefault(name, []).extend(self._public(output) for output in outputs)
         return values[self.graph.output_name]
 
-    def _run_timesteps(self, inputs, cache=None, given=None) -> np.ndarray:
+    def _run_timesteps(self, inputs, cache=None, supplied=None) -> np.ndarray:
         """Run the timesteps of ``inputs`` (a sequence of inputs), two at a time; return the mean readout.
 
-        ``given``, if set, maps a node name to a function of the timestep
+        ``supplied``, if set, maps a node name to a function of the timestep
         index and the time slot that returns that node's output.
         """
         total = None
@@ -677,9 +677,9 @@ class Engine:
         for start in range(0, count, 2):
             block = tuple(inputs[start:start + 2])
             fixed = None
-            if given is not None:
-                fixed = {name: tuple(f(start + slot, slot) for slot in range(len(block))) for name, f in given.items()}
-            for out in self._run_block(block, cache, given=fixed):
+            if supplied is not None:
+                fixed = {name: tuple(f(start + slot, slot) for slot in range(len(block))) for name, f in supplied.items()}
+            for out in self._run_block(block, cache, supplied=fixed):
                 if total is None:
                     total = out.astype(np.float32, copy=True)
                 else:
@@ -759,7 +759,7 @@ class Engine:
         By default the events are binned into frames (:meth:`events_to_frames`)
         and classified with :meth:`predict_frames`. With ``event_driven``,
         each timestep's events scatter their ±1 kernels straight into the
-        first layer instead, and no frame is built; the model must let a
+        first layer instead, and no frame is built. The model must let a
         binary convolution alone read the input. Both give the same result.
         The frame path is the default because it was faster on real N-MNIST
         recordings (about 640 events per time bin on 34 x 34 x 2): binning
@@ -797,7 +797,7 @@ class Engine:
             scale = self.model.tensors[f"{node.name}.scale"]
             bias = self.model.tensors[f"{node.name}.bias"]
         def first_layer(k: int, slot: int) -> np.ndarray:
-            """The first layer's output at timestep k, from that time bin's events."""
+            """Return the first layer's output at timestep k, from that time bin's events."""
             stats = self.stats[node.name]
             stats.timesteps += 1
             stats.inputs += placeholder.size
@@ -812,7 +812,7 @@ class Engine:
 
         with self._exclusive():
             self.reset()
-            return self._run_timesteps((placeholder,) * encoding.n_time_bins, given={node.name: first_layer})
+            return self._run_timesteps((placeholder,) * encoding.n_time_bins, supplied={node.name: first_layer})
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run T timesteps from reset like :meth:`predict` and return every node's outputs.

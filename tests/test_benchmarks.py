@@ -16,7 +16,7 @@ from reverb_edge import Engine
 from reverb_edge.bitpack import pack_signs, unpack_signs
 from reverb_edge.kernels.checks import check_float_conv2d, check_pool2d
 from reverb_edge.kernels.conv import ONE_TIMESTEP, PreparedConv2d, _conv2d_rows, _list_row_events
-from reverb_edge.kernels.neuron import _lif_step_kernel
+from reverb_edge.kernels.neuron import _lif_pair_kernel, _lif_step_kernel
 from reverb_edge.kernels.pool import max_pool2d_hwc
 
 from helpers import CountingCalls
@@ -97,6 +97,43 @@ def test_bench_depthwise_conv2d(benchmark, rng, kernel):
     out, events = benchmark(layer, x, 1, dense)
     assert out.shape == (32, 32, 256)
     assert events == np.count_nonzero(x)
+
+
+@BRIEF
+@pytest.mark.parametrize("way", ["two calls", "pair", "pair with neurons"])
+def test_bench_conv2d_two_timesteps(benchmark, rng, way):
+    """Two timesteps of the same layer at the shipped model's firing rate, where the second keeps the first's spikes.
+
+    "two calls" runs the layer once per timestep and then the LIF neurons
+    of both. "pair" lists and walks both timesteps at once. "pair with
+    neurons" also runs the neurons in the kernel, as the engine does.
+    """
+    layer, x = mnist_layer(rng, 0.07)
+    extra = rng.standard_normal(x.shape).astype(np.float32)
+    x_next = np.where(x != 0, x * np.float32(1.5), np.where(rng.random(x.shape) < 0.01, extra, 0)).astype(np.float32)
+    tau, threshold = np.float32(0.25), np.float32(0.5)
+    membrane = np.zeros(layer.out.shape, np.float32)
+    spikes = [np.empty_like(membrane), np.empty_like(membrane)]
+
+    def two_calls():
+        current, _ = layer(x)
+        current_next, _ = layer(x_next, out=layer.out_next)
+        return _lif_pair_kernel(current.reshape(-1), current_next.reshape(-1), membrane.reshape(-1), tau, threshold,
+                                spikes[0].reshape(-1), spikes[1].reshape(-1), (0,))
+
+    def pair():
+        current, current_next, _, _ = layer.pair(x, x_next)
+        return _lif_pair_kernel(current.reshape(-1), current_next.reshape(-1), membrane.reshape(-1), tau, threshold,
+                                spikes[0].reshape(-1), spikes[1].reshape(-1), (0,))
+
+    def pair_with_neurons():
+        return layer.fire(x, x_next, (membrane, tau, threshold, *spikes), True)[2:]
+
+    run = {"two calls": two_calls, "pair": pair, "pair with neurons": pair_with_neurons}[way]
+    fired = benchmark(run)
+    expected = two_calls()
+    assert tuple(fired) == tuple(expected)
+    assert expected[0] > 0
 
 
 @BRIEF

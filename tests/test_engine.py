@@ -190,7 +190,7 @@ def test_engine_rejects_integer_pixels(mnist_like_path):
 
 @pytest.mark.parametrize("value", [1e31, 1e38, 3.4e38, -3.4e38])
 def test_engine_rejects_overflowing_input(mnist_like_path, value):
-    """Values that overflow the sums are refused: one case left NaN potentials and valid-looking scores."""
+    """Values that overflow the sums are rejected: one case left NaN potentials and valid-looking scores."""
     engine = Engine.load(mnist_like_path)
     x = np.zeros((1, 28, 28), np.float32)
     x[0, 3, 4] = value
@@ -350,7 +350,7 @@ def stepped(engine: Engine, frames) -> tuple[np.ndarray, list[dict]]:
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
-def test_engine_frames_in_pairs_equal_steps_bit_for_bit(every_node_path, rng, count):
+def test_engine_frames_equal_steps(every_node_path, rng, count):
     engine = Engine.load(every_node_path)
     frames = rng.normal(size=(count, *engine.input_spec.shape)).astype(np.float32)
     frames[0, :, :2] = 0.0  # some rows without input at one timestep only
@@ -363,7 +363,7 @@ def test_engine_frames_in_pairs_equal_steps_bit_for_bit(every_node_path, rng, co
     assert engine.layer_stats() == expected_stats
 
 
-def test_engine_predict_in_pairs_equals_steps_bit_for_bit(mnist_like_path, rng):
+def test_engine_predict_equals_steps_bitwise(mnist_like_path, rng):
     engine = Engine.load(mnist_like_path)
     for x in rng.normal(size=(4, *engine.input_spec.shape)).astype(np.float32):
         expected, _ = stepped(engine, [x] * engine.timesteps)

@@ -94,6 +94,14 @@ def spike_like(rng: np.random.Generator, shape, density: float) -> np.ndarray:
     return values
 
 
+def fitting_case(groups, group_channels, group_out, kernel, stride, dilation, padding, extra) -> ConvCase:
+    """Return a case whose input fits the dilated kernel after padding, plus ``extra`` (rows, columns)."""
+    span = [dilation[axis] * (kernel[axis] - 1) + 1 for axis in (0, 1)]
+    height = max(1, span[0] - padding[0] - padding[1]) + extra[0]
+    width = max(1, span[1] - padding[2] - padding[3]) + extra[1]
+    return ConvCase(group_channels * groups, group_out * groups, groups, height, width, kernel, stride, padding, dilation)
+
+
 def conv_inputs(rng: np.random.Generator, case: ConvCase, density: float):
     """Return (x, float weight, scale, bias) for a case; about 5 % of the weights are exactly 0."""
     x = spike_like(rng, (case.channels, case.height, case.width), density)

@@ -18,7 +18,7 @@ from reverb_edge.kernels.checks import check_float_conv2d
 from reverb_edge.kernels.conv import PreparedConv2d, prepare_linear, weight_rows
 from reverb_edge.kernels.layout import flatten_channels_first
 
-from test_kernels import ConvCase, assert_within, conv_inputs, conv_magnitude, sign_weights, sum_tolerance
+from test_kernels import ConvCase, fitting_case, assert_within, conv_inputs, conv_magnitude, sign_weights, sum_tolerance
 
 TWO_THREADS = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="Numba may start only one thread here")
 
@@ -50,10 +50,7 @@ def channels_last(x: np.ndarray) -> np.ndarray:
 def test_prepared_conv2d_modes_equal_and_match_reference(
     groups, group_channels, group_out, kernel, stride, dilation, padding, extra, density, binary, seed
 ):
-    span = [dilation[axis] * (kernel[axis] - 1) + 1 for axis in (0, 1)]
-    height = max(1, span[0] - padding[0] - padding[1]) + extra[0]
-    width = max(1, span[1] - padding[2] - padding[3]) + extra[1]
-    case = ConvCase(group_channels * groups, group_out * groups, groups, height, width, kernel, stride, padding, dilation)
+    case = fitting_case(groups, group_channels, group_out, kernel, stride, dilation, padding, extra)
     rng = np.random.default_rng(seed)
     x, weight, scale, bias = conv_inputs(rng, case, density)
     # Binary rows take fused multiply-adds and float rows a separate multiply and add. Both match the

@@ -23,7 +23,7 @@ from reverb_edge.kernels.pool import avg_pool2d_hwc, avg_pool2d_hwc_pair, max_po
 from reverb_edge.kernels.popcount import POPCOUNT_FROM
 
 from helpers import CountingCalls
-from test_kernels import ConvCase, assert_within, conv_inputs, conv_magnitude, pack_conv_weight, sign_weights, spike_like, sum_tolerance
+from test_kernels import ConvCase, fitting_case, assert_within, conv_inputs, conv_magnitude, pack_conv_weight, sign_weights, spike_like, sum_tolerance
 
 
 def channels_last(x: np.ndarray) -> np.ndarray:
@@ -62,10 +62,8 @@ def second_input(rng, x: np.ndarray, kind: str) -> np.ndarray:
 def test_conv_pair_equals_two_calls(
     groups, group_channels, group_out, kernel, stride, dilation, padding, extra, density, following, binary, seed
 ):
-    span = [dilation[axis] * (kernel[axis] - 1) + 1 for axis in (0, 1)]
-    height = max(1, span[0] - padding[0] - padding[1]) + extra[0]
-    width = max(1, span[1] - padding[2] - padding[3]) + extra[1]
-    case = ConvCase(group_channels * groups, group_out * groups, groups, height, width, kernel, stride, padding, dilation)
+    case = fitting_case(groups, group_channels, group_out, kernel, stride, dilation, padding, extra)
+    height, width = case.height, case.width
     rng = np.random.default_rng(seed)
     x, weight, scale, bias = conv_inputs(rng, case, density)
     x_next = second_input(rng, x, following)
@@ -208,10 +206,8 @@ def test_conv_fire_equals_conv_then_lif(
     groups, group_channels, group_out, kernel, stride, dilation, padding, extra, density, following, fresh, binary, seed
 ):
     """The convolution with its LIF neurons fused gives the spikes, potentials and counts of the two run apart."""
-    span = [dilation[axis] * (kernel[axis] - 1) + 1 for axis in (0, 1)]
-    height = max(1, span[0] - padding[0] - padding[1]) + extra[0]
-    width = max(1, span[1] - padding[2] - padding[3]) + extra[1]
-    case = ConvCase(group_channels * groups, group_out * groups, groups, height, width, kernel, stride, padding, dilation)
+    case = fitting_case(groups, group_channels, group_out, kernel, stride, dilation, padding, extra)
+    height, width = case.height, case.width
     rng = np.random.default_rng(seed)
     x, weight, scale, bias = conv_inputs(rng, case, density)
     inputs = [channels_last(x)]

@@ -183,7 +183,7 @@ class PreparedConv2d:
         return out, out_next, events, events_next
 
     def _popcount_pays(self, events: int, ones: int, size: int) -> bool:
-        """Whether the popcount kernel serves an input with these counts: binary, with enough ones."""
+        """Return whether the popcount kernel serves an input with these counts: binary, with enough ones."""
         return self.popcount is not None and ones == events and ones >= POPCOUNT_DENSITY * size
 
     def fire(self, x: np.ndarray, x_next: np.ndarray | None, neuron: tuple, fresh: bool,
@@ -192,8 +192,8 @@ class PreparedConv2d:
 
         ``neuron`` is (membrane, tau, threshold, spikes, spikes_next): the
         neurons' float32 membrane potentials and spike buffers, shaped like
-        the output, and float32 constants. ``fresh`` says the first timestep
-        is the first after a reset. Where :func:`_conv2d_pairs` serves the
+        the output, and float32 constants. ``fresh`` is True when the first
+        timestep is the first after a reset. Where :func:`_conv2d_pairs` serves the
         layer, the neuron step runs as each output pixel is finished and the
         currents are never stored; otherwise the currents go to ``self.out``
         and the LIF kernels run after. Either way the spikes and potentials
@@ -358,7 +358,7 @@ class PreparedLinear:
         return result.reshape(-1), events
 
     def pair(self, x: np.ndarray, x_next: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Two consecutive timesteps in one pass; see :meth:`PreparedConv2d.pair`."""
+        """Run two consecutive timesteps in one pass; see :meth:`PreparedConv2d.pair`."""
         events, events_next = _linear_events_pair(x, x_next, self.rows, self.scale, self.bias, self.out,
                                                   self.out_next, self.conv.vector_tag, self.conv.binary_tag)
         return self.out, self.out_next, events, events_next
@@ -654,7 +654,7 @@ def _store_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_
 
 @njit(**NJIT_OPTIONS)
 def _fire_row(flat_spikes, flat_membrane, first_at, out_width, out_channels, valid, tau, threshold, fresh):
-    """One LIF step for ``valid`` channels of each pixel of an output row, whose currents are in ``flat_spikes``.
+    """Run one LIF step for ``valid`` channels of each pixel of an output row, whose currents are in ``flat_spikes``.
 
     The channels of pixel ox start at first_at + ox * out_channels. Each
     current is replaced by its spike, with the arithmetic of
@@ -716,7 +716,7 @@ def _conv2d_pairs(
     ``membrane`` (the output's shape): ``out`` and ``out_next`` receive
     their spikes instead of the currents (see ``_fire_row``). A non-empty
     ``fresh`` (a bool, tested at run time: a tag would double the compiled
-    variants) says the first timestep is the first after a reset.
+    variants) is True when the first timestep is the first after a reset.
     Returns how many neurons fired at each timestep (0, 0 without neurons).
     """
     block_vectors = len(vector_tag)
@@ -938,8 +938,8 @@ def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag,
     """:func:`_linear_events` on two timesteps' inputs in one pass; return both counts of non-zero inputs.
 
     An input that is non-zero at either timestep adds its row to both sums,
-    with the value 0 at the other, which leaves a sum that starts at +0
-    unchanged; so both results equal one-timestep calls bit for bit.
+    with the value 0 at the other. Adding 0 leaves a sum that starts at +0
+    unchanged, so both results equal one-timestep calls bit for bit.
     """
     block_vectors = len(vector_tag)
     inputs, padded = rows.shape

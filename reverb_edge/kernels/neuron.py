@@ -97,7 +97,7 @@ def _lif_first_step_kernel(current, membrane, threshold, spikes):
 
 @njit(**NJIT_OPTIONS)
 def _lif_pair_kernel(current, current_next, membrane, tau, threshold, spikes, spikes_next, fresh_tag):
-    """Two consecutive timesteps of :func:`_lif_step_kernel` in one pass; return the two counts of fired neurons.
+    """Run two consecutive timesteps of :func:`_lif_step_kernel` in one pass; return the two counts of fired neurons.
 
     With a non-empty ``fresh_tag`` the first timestep is the first after a
     reset, as in :func:`_lif_first_step_kernel`. Each neuron's membrane

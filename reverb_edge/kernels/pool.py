@@ -73,7 +73,7 @@ def max_pool2d_hwc(x: np.ndarray, geometry, out: np.ndarray) -> np.ndarray:
 
 def avg_pool2d_hwc_pair(x: np.ndarray, x_next: np.ndarray, geometry, out: np.ndarray,
                         out_next: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`avg_pool2d_hwc` on two inputs in one compiled call (two timesteps)."""
+    """Run :func:`avg_pool2d_hwc` on two inputs (two timesteps) in one compiled call."""
     (kernel_h, kernel_w), (stride_h, stride_w) = geometry.kernel, geometry.stride
     top, _, left, _ = geometry.padding
     _avg_pool2d_pair_kernel(x, x_next, kernel_h, kernel_w, stride_h, stride_w, top, left, out, out_next)
@@ -82,7 +82,7 @@ def avg_pool2d_hwc_pair(x: np.ndarray, x_next: np.ndarray, geometry, out: np.nda
 
 def max_pool2d_hwc_pair(x: np.ndarray, x_next: np.ndarray, geometry, out: np.ndarray,
                         out_next: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`max_pool2d_hwc` on two inputs in one compiled call (two timesteps)."""
+    """Run :func:`max_pool2d_hwc` on two inputs (two timesteps) in one compiled call."""
     (kernel_h, kernel_w), (stride_h, stride_w) = geometry.kernel, geometry.stride
     top, _, left, _ = geometry.padding
     dilation_h, dilation_w = geometry.dilation
