@@ -41,8 +41,8 @@ BACKENDS = {"numba": kernels, "reference": reference}
 # is far above any network that a Raspberry Pi-class board runs.
 MAX_STATE_ELEMENTS = 1 << 27
 
-# The largest input magnitude accepted. A normalised input lies within a few units of 0; values
-# near float32's 3.4e38 overflow in the first layer's sums (see Engine._check_magnitude).
+# The largest input magnitude accepted. A normalised input lies within a few units of 0, and
+# values near float32's 3.4e38 overflow in the first layer's sums (see Engine._check_magnitude).
 MAX_INPUT_MAGNITUDE = 1e30
 
 # The Numba backend keeps synaptic weights as float32 rows (4 bytes per weight, each row padded

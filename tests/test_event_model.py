@@ -107,8 +107,8 @@ def test_event_driven_on_real_recordings(dvs_model, nmnist_dir):
         np.testing.assert_array_equal(
             engine.predict_events(events, event_driven=True), engine.predict_events(events, event_driven=False)
         )
-    # The scatter path counts every event as an input of the first layer; the default frame path
-    # counts the non-zero pixels of the frames, where events at one pixel and time bin merge.
+    # The scatter path counts every event as an input of the first layer. The default frame path
+    # counts the non-zero pixels of the frames, where the events at one pixel and time bin merge.
     first = engine.graph.nodes[0].name
     engine.reset_stats()
     for events in recordings:

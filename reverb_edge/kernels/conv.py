@@ -111,8 +111,8 @@ class PreparedConv2d:
         # The non-zero inputs of each input row and group, in (column, channel) order: key
         # column * Cg + channel, value, and where each column's run starts.
         self.keys = np.empty((in_height, geometry.groups, in_width * self.group_in), np.int32)
-        # ``pair`` lists two timesteps at once, with two values per entry; one timestep uses the
-        # first half of the same buffer. The kernels index both as flat arrays of that shape.
+        # ``pair`` lists two timesteps at once, with two values per entry. One timestep uses the
+        # first half of the same buffer, and the kernels index both as flat arrays of that shape.
         self.value_pairs = np.empty((in_height, geometry.groups, 2 * in_width * self.group_in), np.float32)
         self.values = self.value_pairs.reshape(-1)[: self.value_pairs.size // 2].reshape(self.keys.shape)
         self.starts = np.empty((in_height, geometry.groups, in_width + 1), np.int64)
@@ -169,18 +169,36 @@ class PreparedConv2d:
         loads and the loop overhead between the timesteps. Otherwise this is
         two calls. The results equal two calls bit for bit either way.
         """
-        if self.depthwise is None and self.dilation[1] == 1:
-            events, events_next, ones, ones_next = _list_row_events(
-                x, x_next, self.group_in, self.keys, self.value_pairs, self.starts, TWO_TIMESTEPS,
-            )
-            popcount = self._popcount_pays(events, ones, x.size) or self._popcount_pays(events_next, ones_next, x.size)
-            dense = max(events, events_next) >= DENSE_FROM * x.size
-            if not popcount and (not dense or self.geometry.groups == 1):
-                self._pairs(x, x_next, self.out, self.out_next, dense, TWO_TIMESTEPS, threads)
-                return self.out, self.out_next, events, events_next
+        listed = self._list_for_pairs(x, x_next)
+        if listed is not None:
+            events, events_next, dense = listed
+            self._pairs(x, x_next, self.out, self.out_next, dense, TWO_TIMESTEPS, threads)
+            return self.out, self.out_next, events, events_next
         out, events = self(x, threads)
         out_next, events_next = self(x_next, threads, out=self.out_next)
         return out, out_next, events, events_next
+
+    def _list_for_pairs(self, x: np.ndarray, x_next: np.ndarray | None) -> tuple[int, int, bool] | None:
+        """List the non-zero inputs of one timestep (``x_next`` None) or two for :func:`_conv2d_pairs`.
+
+        Returns (non-zero inputs of x, of x_next, whether to take the dense
+        mode), or None where the pair kernel does not serve this layer and
+        input: a depthwise or x-dilated layer, a binary input for the
+        popcount kernel, or a dense input to a grouped layer.
+        """
+        if self.depthwise is not None or self.dilation[1] != 1:
+            return None
+        two = x_next is not None
+        events, events_next, ones, ones_next = _list_row_events(
+            x, x_next if two else x, self.group_in, self.keys, self.value_pairs if two else self.values, self.starts,
+            TWO_TIMESTEPS if two else ONE_TIMESTEP,
+        )
+        if self._popcount_pays(events, ones, x.size) or self._popcount_pays(events_next, ones_next, x.size):
+            return None
+        dense = max(events, events_next) >= DENSE_FROM * x.size
+        if dense and self.geometry.groups != 1:
+            return None
+        return events, events_next, dense
 
     def _popcount_pays(self, events: int, ones: int, size: int) -> bool:
         """Return whether the popcount kernel serves an input with these counts: binary, with enough ones."""
@@ -193,28 +211,23 @@ class PreparedConv2d:
         ``neuron`` is (membrane, tau, threshold, spikes, spikes_next): the
         neurons' float32 membrane potentials and spike buffers, shaped like
         the output, and float32 constants. ``fresh`` is True when the first
-        timestep is the first after a reset. Where :func:`_conv2d_pairs` serves the
-        layer, the neuron step runs as each output pixel is finished and the
-        currents are never stored; otherwise the currents go to ``self.out``
-        and the LIF kernels run after. Either way the spikes and potentials
-        equal those of the layer followed by ``lif_step``, bit for bit.
-        Returns (non-zero inputs, at the next timestep, neurons fired, at the next timestep).
+        timestep is the first after a reset. Where :func:`_conv2d_pairs` serves
+        the layer, it runs the neuron step over each output row as soon as
+        the row is finished, so the currents are never stored. Otherwise the
+        currents go to ``self.out`` and the LIF kernels run after. Either way
+        the spikes and potentials equal those of the layer followed by
+        ``lif_step``, bit for bit. Returns (non-zero inputs, at the next
+        timestep, neurons fired, at the next timestep).
         """
         membrane, tau, threshold, spikes, spikes_next = neuron
         flat_membrane = membrane.reshape(-1)
-        if self.depthwise is None and self.dilation[1] == 1:
-            second = x if x_next is None else x_next
-            time_tag = ONE_TIMESTEP if x_next is None else TWO_TIMESTEPS
-            values = self.values if x_next is None else self.value_pairs
-            events, events_next, ones, ones_next = _list_row_events(
-                x, second, self.group_in, self.keys, values, self.starts, time_tag,
-            )
-            popcount = self._popcount_pays(events, ones, x.size) or self._popcount_pays(events_next, ones_next, x.size)
-            dense = max(events, events_next) >= DENSE_FROM * x.size
-            if not popcount and (not dense or self.geometry.groups == 1):
-                fired, fired_next = self._pairs(x, second, spikes, spikes_next, dense, time_tag, threads,
-                                                (membrane, tau, threshold), fresh)
-                return events, events_next, fired, fired_next
+        listed = self._list_for_pairs(x, x_next)
+        if listed is not None:
+            events, events_next, dense = listed
+            second, time_tag = (x, ONE_TIMESTEP) if x_next is None else (x_next, TWO_TIMESTEPS)
+            fired, fired_next = self._pairs(x, second, spikes, spikes_next, dense, time_tag, threads,
+                                            (membrane, tau, threshold), fresh)
+            return events, events_next, fired, fired_next
         if x_next is None:
             current, events = self(x, threads)
             step = _lif_first_step_kernel if fresh else _lif_step_kernel
