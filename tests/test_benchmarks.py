@@ -119,12 +119,12 @@ def test_bench_conv2d_two_timesteps(benchmark, rng, way):
         current, _ = layer(x)
         current_next, _ = layer(x_next, out=layer.out_next)
         return _lif_pair_kernel(current.reshape(-1), current_next.reshape(-1), membrane.reshape(-1), tau, threshold,
-                                spikes[0].reshape(-1), spikes[1].reshape(-1), (0,))
+                                spikes[0].reshape(-1), spikes[1].reshape(-1), (0,), True)
 
     def pair():
         current, current_next, _, _ = layer.pair(x, x_next)
         return _lif_pair_kernel(current.reshape(-1), current_next.reshape(-1), membrane.reshape(-1), tau, threshold,
-                                spikes[0].reshape(-1), spikes[1].reshape(-1), (0,))
+                                spikes[0].reshape(-1), spikes[1].reshape(-1), (0,), True)
 
     def pair_with_neurons():
         return layer.fire(x, x_next, (membrane, tau, threshold, *spikes), True)[2:]

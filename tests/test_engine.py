@@ -85,6 +85,22 @@ def test_engine_step_keeps_state(every_node_path, rng):
     assert not np.array_equal(first, second)
 
 
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+@pytest.mark.parametrize("timesteps", [1, 2, 3, 4])
+def test_engine_predict_leaves_the_engine_reset(tmp_path, rng, backend, timesteps):
+    """After predict and predict_frames, step starts from zero potentials, though the last timesteps skipped storing them."""
+    graph = mnist_like_graph(timesteps)
+    engine = Engine.load(save_model(tmp_path / "m.reverb", graph, random_tensors(graph, rng)), backend=backend)
+    x, other = _inputs(engine, rng, 2)
+    engine.reset()
+    expected = engine.step(x)
+
+    engine.predict(other)
+    np.testing.assert_array_equal(engine.step(x), expected)
+    engine.predict_frames(np.stack([other] * timesteps))
+    np.testing.assert_array_equal(engine.step(x), expected)
+
+
 def test_engine_predict_is_repeatable(every_node_path, rng):
     engine = Engine.load(every_node_path)
     x = _inputs(engine, rng, 1)[0]
@@ -370,16 +386,24 @@ def test_engine_predict_equals_steps_bitwise(mnist_like_path, rng):
         np.testing.assert_array_equal(engine.predict(x), expected)
 
 
-def test_engine_fused_neurons_equal_separate_nodes(every_node_path, rng):
-    """Convolutions merged with the LIF node they feed give the bits and statistics of the plain node list."""
-    fused = Engine.load(every_node_path)
-    separate = Engine.load(every_node_path)
-    separate._fused_plan = separate._plan
+@pytest.mark.parametrize("model", ["every_node_path", "mnist_like_path"])
+def test_engine_fused_neurons_equal_separate_nodes(model, request, rng):
+    """Convolutions merged with the LIF node they feed (and the pooling after) give the bits and statistics of the plain node list."""
+    path = request.getfixturevalue(model)
+    fused = Engine.load(path)
+    separate = Engine.load(path)
+    separate._fused_plan = separate._stream_plan = separate._plan
     assert any(entry[1] == Engine._FIRING for entry in fused._fused_plan)
+    if model == "mnist_like_path":
+        # Both convolutions take their pooling along when frames stream in.
+        assert [entry[6] for entry in fused._stream_plan if entry[1] == Engine._FIRING] == [
+            ("conv1", "lif1"), ("conv2", "lif2"),
+        ]
 
     for count in (1, 2, 3):
         frames = rng.normal(size=(count, *fused.input_spec.shape)).astype(np.float32)
         fused.reset_stats()
         separate.reset_stats()
         np.testing.assert_array_equal(fused.predict_frames(frames), separate.predict_frames(frames))
+        np.testing.assert_array_equal(fused.predict(frames[0]), separate.predict(frames[0]))
         assert fused.layer_stats() == separate.layer_stats()

@@ -19,7 +19,9 @@ from reverb_edge.kernels.checks import check_float_conv2d, check_pool2d
 from reverb_edge.kernels.conv import PreparedConv2d, prepare_linear
 from reverb_edge.kernels.layout import _flatten_pair_kernel, flatten_channels_first
 from reverb_edge.kernels.neuron import _lif_first_step_kernel, _lif_pair_kernel, _lif_step_kernel
-from reverb_edge.kernels.pool import avg_pool2d_hwc, avg_pool2d_hwc_pair, max_pool2d_hwc, max_pool2d_hwc_pair
+from reverb_edge.kernels.pool import (
+    _max_pool2d_kernel, avg_pool2d_hwc, avg_pool2d_hwc_pair, max_pool2d_hwc, max_pool2d_hwc_pair,
+)
 from reverb_edge.kernels.popcount import POPCOUNT_FROM
 
 from helpers import CountingCalls
@@ -129,9 +131,10 @@ def test_linear_pair_equals_two_calls(rng, out_features, following):
     assert (events, events_next) == (np.count_nonzero(x), np.count_nonzero(x_next))
 
 
+@pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize("fresh", [False, True])
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 1000])
-def test_lif_pair_equals_two_steps(rng, fresh, size):
+def test_lif_pair_equals_two_steps(rng, fresh, keep, size):
     tau, threshold = np.float32(0.25), np.float32(0.5)
     current = rng.normal(0.3, 0.6, size).astype(np.float32)
     current_next = rng.normal(0.3, 0.6, size).astype(np.float32)
@@ -141,7 +144,8 @@ def test_lif_pair_equals_two_steps(rng, fresh, size):
 
     membrane = stored.copy()
     spikes, spikes_next = np.empty(size, np.float32), np.empty(size, np.float32)
-    fired = _lif_pair_kernel(current, current_next, membrane, tau, threshold, spikes, spikes_next, (0,) if fresh else ())
+    fired = _lif_pair_kernel(current, current_next, membrane, tau, threshold, spikes, spikes_next, (0,) if fresh else (),
+                             keep)
 
     expected_membrane = stored.copy()
     expected_spikes, expected_next = np.empty(size, np.float32), np.empty(size, np.float32)
@@ -151,6 +155,8 @@ def test_lif_pair_equals_two_steps(rng, fresh, size):
         first = _lif_step_kernel(current, expected_membrane, tau, threshold, expected_spikes)
     second = _lif_step_kernel(current_next, expected_membrane, tau, threshold, expected_next)
     assert fired == (first, second)
+    # Without keep, the stored potentials stay as they were.
+    expected_membrane = expected_membrane if keep else stored
     for got, expected in ((spikes, expected_spikes), (spikes_next, expected_next), (membrane, expected_membrane)):
         np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
@@ -200,11 +206,13 @@ def test_flatten_pair_equals_two_calls(rng):
     density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
     following=st.sampled_from([None, "zero", "grown", "other"]),
     fresh=st.booleans(),
+    keep=st.booleans(),
     binary=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_conv_fire_equals_conv_then_lif(
-    groups, group_channels, group_out, kernel, stride, dilation, padding, extra, density, following, fresh, binary, seed
+    groups, group_channels, group_out, kernel, stride, dilation, padding, extra, density, following, fresh, keep, binary,
+    seed,
 ):
     """The convolution with its LIF neurons fused gives the spikes, potentials and counts of the two run apart."""
     case = fitting_case(groups, group_channels, group_out, kernel, stride, dilation, padding, extra)
@@ -222,7 +230,8 @@ def test_conv_fire_equals_conv_then_lif(
 
     membrane = stored.copy()
     spikes = [np.full(layer.out.shape, np.nan, np.float32) for _ in range(2)]
-    counts = layer.fire(*inputs, *([None] if following is None else []), (membrane, tau, threshold, *spikes), fresh)
+    counts = layer.fire(*inputs, *([None] if following is None else []), (membrane, tau, threshold, *spikes), fresh,
+                        keep=keep)
 
     expected_membrane = stored.copy().reshape(-1)
     for step, inputs_now in enumerate(inputs):
@@ -234,6 +243,73 @@ def test_conv_fire_equals_conv_then_lif(
             fired = _lif_step_kernel(current.reshape(-1), expected_membrane, tau, threshold, expected)
         np.testing.assert_array_equal(spikes[step].reshape(-1).view(np.uint32), expected.view(np.uint32))
         assert (counts[step], counts[2 + step]) == (events, fired)
-    np.testing.assert_array_equal(membrane.reshape(-1).view(np.uint32), expected_membrane.view(np.uint32))
+    if keep:
+        np.testing.assert_array_equal(membrane.reshape(-1).view(np.uint32), expected_membrane.view(np.uint32))
     if following is None:
         assert counts[1] == counts[3] == 0
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(
+    groups=st.integers(1, 3),
+    group_channels=st.sampled_from([1, 3, 16, 33]),
+    group_out=st.sampled_from([1, 5, 16, 17, 65]),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.tuples(*[st.integers(0, 2)] * 4),
+    extra=st.tuples(st.integers(0, 5), st.integers(0, 5)),
+    pool=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    following=st.sampled_from([None, "zero", "grown", "other"]),
+    threads=st.sampled_from([1, 2]),
+    fresh=st.booleans(),
+    keep=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_conv_fire_with_pooling_equals_fire_then_pool(
+    groups, group_channels, group_out, kernel, stride, dilation, padding, extra, pool, density, following, threads,
+    fresh, keep, seed,
+):
+    """Pooling the spikes row by row inside the kernel gives the pooled maps, potentials and counts of fire then pool.
+
+    On one thread the kernel keeps only pool_h output rows of spikes; the
+    rows that no pooling window covers (an odd last row under 2 x 2) still
+    update their membrane potentials.
+    """
+    case = fitting_case(groups, group_channels, group_out, kernel, stride, dilation, padding, extra)
+    rng = np.random.default_rng(seed)
+    x, weight, scale, bias = conv_inputs(rng, case, density)
+    inputs = [channels_last(x)]
+    if following is not None:
+        inputs.append(channels_last(second_input(rng, x, following)))
+    signs = sign_weights(weight)
+    geometry = check_float_conv2d("test", x, signs, scale, bias, stride, padding, dilation, groups)[4]
+    layer = PreparedConv2d(signs, scale, bias, geometry, case.height, case.width)
+    out_height, out_width, out_channels = layer.out.shape
+    kernel_h, kernel_w = pool
+    if out_height < kernel_h or out_width < kernel_w:
+        return
+    pooled_shape = (out_height // kernel_h, out_width // kernel_w, out_channels)
+    tau, threshold = np.float32(0.25), np.float32(0.5)
+    stored = rng.normal(0.0, 1.0, layer.out.shape).astype(np.float32)
+
+    membrane = stored.copy()
+    spikes = [np.full(layer.out.shape, np.nan, np.float32) for _ in range(2)]
+    pooled = [np.full(pooled_shape, np.nan, np.float32) for _ in range(2)]
+    rows = [np.full((kernel_h, out_width, out_channels), np.nan, np.float32) for _ in range(2)]
+    arguments = (membrane, tau, threshold, *spikes)
+    counts = layer.fire(*inputs, *([None] if following is None else []), arguments, fresh, threads, keep,
+                        (kernel_h, kernel_w, *pooled, *rows))
+
+    expected_membrane = stored.copy()
+    expected_spikes = [np.empty(layer.out.shape, np.float32) for _ in range(2)]
+    expected_counts = layer.fire(*inputs, *([None] if following is None else []),
+                                 (expected_membrane, tau, threshold, *expected_spikes), fresh)
+    assert counts == expected_counts
+    for step in range(len(inputs)):
+        expected = np.empty(pooled_shape, np.float32)
+        _max_pool2d_kernel(expected_spikes[step], kernel_h, kernel_w, kernel_h, kernel_w, 0, 0, 1, 1, expected)
+        np.testing.assert_array_equal(pooled[step].view(np.uint32), expected.view(np.uint32))
+    if keep:
+        np.testing.assert_array_equal(membrane.view(np.uint32), expected_membrane.view(np.uint32))

@@ -45,6 +45,7 @@ from reverb_edge.bitpack import unpack_signs
 from reverb_edge.kernels.checks import Conv2dGeometry, check_binary_conv2d, check_float_conv2d
 from reverb_edge.kernels.config import NJIT_OPTIONS, PARALLEL_OPTIONS
 from reverb_edge.kernels.neuron import _lif_first_step_kernel, _lif_pair_kernel, _lif_step_kernel
+from reverb_edge.kernels.pool import _max_pool2d_kernel, _max_pool_window_row
 from reverb_edge.kernels.popcount import POPCOUNT_DENSITY, POPCOUNT_FROM, PopcountConv2d, trailing_zeros
 from reverb_edge.kernels.simd import (
     LANES,
@@ -205,19 +206,30 @@ class PreparedConv2d:
         return self.popcount is not None and ones == events and ones >= POPCOUNT_DENSITY * size
 
     def fire(self, x: np.ndarray, x_next: np.ndarray | None, neuron: tuple, fresh: bool,
-             threads: int = 1) -> tuple[int, int, int, int]:
+             threads: int = 1, keep: bool = True, pool: tuple | None = None) -> tuple[int, int, int, int]:
         """Run the layer and the LIF neurons it feeds, for one timestep or (with ``x_next``) two.
 
         ``neuron`` is (membrane, tau, threshold, spikes, spikes_next): the
         neurons' float32 membrane potentials and spike buffers, shaped like
         the output, and float32 constants. ``fresh`` is True when the first
-        timestep is the first after a reset. Where :func:`_conv2d_pairs` serves
-        the layer, it runs the neuron step over each output row as soon as
-        the row is finished, so the currents are never stored. Otherwise the
-        currents go to ``self.out`` and the LIF kernels run after. Either way
-        the spikes and potentials equal those of the layer followed by
-        ``lif_step``, bit for bit. Returns (non-zero inputs, at the next
-        timestep, neurons fired, at the next timestep).
+        timestep is the first after a reset; ``keep`` False allows the
+        potentials after the last timestep to go unstored. Where
+        :func:`_conv2d_pairs` serves the layer, it runs the neuron step over
+        each output row as soon as the row is finished, so the currents are
+        never stored. Otherwise the currents go to ``self.out`` and the LIF
+        kernels run after. Either way the spikes and potentials equal those
+        of the layer followed by ``lif_step``, bit for bit.
+
+        ``pool``, if given, is (kh, kw, pooled, pooled_next, rows,
+        rows_next): the spikes also go through a max pooling of
+        non-overlapping kh x kw windows into ``pooled`` and ``pooled_next``,
+        equal to ``_max_pool2d_kernel``'s. ``rows`` and ``rows_next`` are kh
+        output rows each. On one thread the kernel writes the spikes there
+        and pools each window row as soon as it is done, so the spike
+        buffers are not written; elsewhere they hold the spikes.
+
+        Returns (non-zero inputs, at the next timestep, neurons fired, at the
+        next timestep).
         """
         membrane, tau, threshold, spikes, spikes_next = neuron
         flat_membrane = membrane.reshape(-1)
@@ -225,33 +237,44 @@ class PreparedConv2d:
         if listed is not None:
             events, events_next, dense = listed
             second, time_tag = (x, ONE_TIMESTEP) if x_next is None else (x_next, TWO_TIMESTEPS)
+            if pool is not None and min(threads, spikes.shape[0]) == 1:
+                spikes, spikes_next = pool[4], pool[5]
             fired, fired_next = self._pairs(x, second, spikes, spikes_next, dense, time_tag, threads,
-                                            (membrane, tau, threshold), fresh)
+                                            (membrane, tau, threshold), fresh, keep, pool)
             return events, events_next, fired, fired_next
         if x_next is None:
             current, events = self(x, threads)
             step = _lif_first_step_kernel if fresh else _lif_step_kernel
             constants = (threshold,) if fresh else (tau, threshold)
-            return events, 0, step(current.reshape(-1), flat_membrane, *constants, spikes.reshape(-1)), 0
-        current, current_next, events, events_next = self.pair(x, x_next, threads)
-        fired, fired_next = _lif_pair_kernel(current.reshape(-1), current_next.reshape(-1), flat_membrane, tau, threshold,
-                                             spikes.reshape(-1), spikes_next.reshape(-1), (0,) if fresh else ())
+            fired, events_next, fired_next = step(current.reshape(-1), flat_membrane, *constants, spikes.reshape(-1)), 0, 0
+        else:
+            current, current_next, events, events_next = self.pair(x, x_next, threads)
+            fired, fired_next = _lif_pair_kernel(current.reshape(-1), current_next.reshape(-1), flat_membrane, tau,
+                                                 threshold, spikes.reshape(-1), spikes_next.reshape(-1),
+                                                 (0,) if fresh else (), keep)
+        if pool is not None:
+            kernel_h, kernel_w, pooled, pooled_next = pool[:4]
+            for source, target in ((spikes, pooled),) if x_next is None else ((spikes, pooled), (spikes_next, pooled_next)):
+                _max_pool2d_kernel(source, kernel_h, kernel_w, kernel_h, kernel_w, 0, 0, 1, 1, target)
         return events, events_next, fired, fired_next
 
-    def _pairs(self, x, x_next, out, out_next, dense, time_tag, threads, neuron=None, fresh=False) -> tuple[int, int]:
+    def _pairs(self, x, x_next, out, out_next, dense, time_tag, threads, neuron=None, fresh=False,
+               keep=True, pool=None) -> tuple[int, int]:
         """Run :func:`_conv2d_pairs` on the current lists (or, dense, on the inputs); return the neurons fired."""
         values = self.values if len(time_tag) == 1 else self.value_pairs
         membrane, tau, threshold = (out, NO_CONSTANT, NO_CONSTANT) if neuron is None else neuron
+        kernel_h, kernel_w, pooled, pooled_next = (0, 0, out, out) if pool is None else pool[:4]
         arguments = (
             x, x_next, self.keys, values, self.starts, self.rows, self.scale, self.bias,
             self.stride_h, self.stride_w, self.top, self.left, self.dilation[0], out, out_next, membrane, tau, threshold,
             self.vector_tag, self.binary_tag, (0,) if dense else (), time_tag, () if neuron is None else (0,),
-            bool(fresh),
+            bool(fresh), bool(keep), pooled, pooled_next, kernel_h, kernel_w,
         )
-        parts = min(threads, out.shape[0])
+        out_height = self.geometry.out_height
+        parts = min(threads, out_height)
         if parts > 1:
             return _conv2d_pairs_parallel(*arguments, parts)
-        return _conv2d_pairs(*arguments, 0, out.shape[0])
+        return _conv2d_pairs(*arguments, 0, out_height)
 
 
 def weight_rows(weight: np.ndarray, groups: int) -> np.ndarray:
@@ -666,13 +689,15 @@ def _store_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_
 
 
 @njit(**NJIT_OPTIONS)
-def _fire_row(flat_spikes, flat_membrane, first_at, out_width, out_channels, valid, tau, threshold, fresh):
+def _fire_row(flat_spikes, flat_membrane, first_at, lag, out_width, out_channels, valid, tau, threshold, fresh, keep):
     """Run one LIF step for ``valid`` channels of each pixel of an output row, whose currents are in ``flat_spikes``.
 
-    The channels of pixel ox start at first_at + ox * out_channels. Each
-    current is replaced by its spike, with the arithmetic of
-    ``_lif_step_kernel`` (``_lif_first_step_kernel`` when ``fresh``), 16
-    neurons per vector. Returns how many neurons fired.
+    The channels of pixel ox start at first_at + ox * out_channels, and
+    their membrane potentials ``lag`` elements later. Each current is
+    replaced by its spike, with the arithmetic of ``_lif_step_kernel``
+    (``_lif_first_step_kernel`` when ``fresh``), 16 neurons per vector. The
+    membrane potentials are stored only when ``keep``. Returns how many
+    neurons fired.
     """
     fired = 0
     zero = np.float32(0.0)
@@ -681,24 +706,67 @@ def _fire_row(flat_spikes, flat_membrane, first_at, out_width, out_channels, val
         at = first_at + ox * out_channels
         for j in range(at, at + whole, LANES):
             current = vload(flat_spikes, j)
-            potential = current if fresh else vmuladd(current, vload(flat_membrane, j), tau)
+            potential = current if fresh else vmuladd(current, vload(flat_membrane, j + lag), tau)
             vstore(flat_spikes, j, vfire(potential, threshold))
-            vstore(flat_membrane, j, vreset(potential, threshold))
+            if keep:
+                vstore(flat_membrane, j + lag, vreset(potential, threshold))
             fired += vcount_fired(potential, threshold)
         for j in range(at + whole, at + valid):
-            potential = flat_spikes[j] if fresh else tau * flat_membrane[j] + flat_spikes[j]
+            potential = flat_spikes[j] if fresh else tau * flat_membrane[j + lag] + flat_spikes[j]
             spike = potential >= threshold
             flat_spikes[j] = potential if spike else zero
-            flat_membrane[j] = zero if spike else potential
+            if keep:
+                flat_membrane[j + lag] = zero if spike else potential
             fired += 1 if spike else 0
     return fired
 
 
 @njit(**NJIT_OPTIONS)
+def _fire_row_pair(flat_spikes, flat_next, flat_membrane, first_at, lag, out_width, out_channels, valid, tau,
+                   threshold, fresh, keep):
+    """Run two consecutive LIF steps over an output row, as two calls of :func:`_fire_row` would.
+
+    The currents of the first step are in ``flat_spikes`` and of the second
+    in ``flat_next``; both are replaced by spikes. The potential between the
+    steps stays in a register, so ``flat_membrane`` is read only when not
+    ``fresh`` and written only when ``keep``. Returns the two counts of
+    neurons fired.
+    """
+    fired = 0
+    fired_next = 0
+    zero = np.float32(0.0)
+    whole = valid - valid % LANES
+    for ox in range(out_width):
+        at = first_at + ox * out_channels
+        for j in range(at, at + whole, LANES):
+            current = vload(flat_spikes, j)
+            potential = current if fresh else vmuladd(current, vload(flat_membrane, j + lag), tau)
+            vstore(flat_spikes, j, vfire(potential, threshold))
+            fired += vcount_fired(potential, threshold)
+            potential = vmuladd(vload(flat_next, j), vreset(potential, threshold), tau)
+            vstore(flat_next, j, vfire(potential, threshold))
+            fired_next += vcount_fired(potential, threshold)
+            if keep:
+                vstore(flat_membrane, j + lag, vreset(potential, threshold))
+        for j in range(at + whole, at + valid):
+            potential = flat_spikes[j] if fresh else tau * flat_membrane[j + lag] + flat_spikes[j]
+            spike = potential >= threshold
+            flat_spikes[j] = potential if spike else zero
+            fired += 1 if spike else 0
+            potential = tau * (zero if spike else potential) + flat_next[j]
+            spike = potential >= threshold
+            flat_next[j] = potential if spike else zero
+            fired_next += 1 if spike else 0
+            if keep:
+                flat_membrane[j + lag] = zero if spike else potential
+    return fired, fired_next
+
+
+@njit(**NJIT_OPTIONS)
 def _conv2d_pairs(
     x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh,
-    row_start, row_stop,
+    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh, keep,
+    pooled, pooled_next, pool_h, pool_w, row_start, row_stop,
 ):
     """Both modes with no dilation along x, two horizontally adjacent output pixels at a time.
 
@@ -730,6 +798,18 @@ def _conv2d_pairs(
     their spikes instead of the currents (see ``_fire_row``). A non-empty
     ``fresh`` (a bool, tested at run time: a tag would double the compiled
     variants) is True when the first timestep is the first after a reset.
+    ``keep`` (also a bool) False says that nobody reads the membrane
+    potentials after the last timestep, so they are not stored: with
+    ``fresh`` too, ``membrane`` is not touched at all.
+
+    With ``pool_h`` > 0 the outputs also go through a max pooling of
+    non-overlapping pool_h x pool_w windows into ``pooled`` and
+    ``pooled_next``: each window row is pooled as soon as its last output
+    row is finished (``_max_pool_window_row``). ``out`` may then hold fewer
+    rows than the output, at least pool_h: output row oy goes to row
+    oy % len(out), so a small buffer that stays in the cache replaces the
+    whole feature map. ``membrane`` always has the output's full shape.
+    Bands (row_start) must then start at a multiple of pool_h.
     Returns how many neurons fired at each timestep (0, 0 without neurons).
     """
     block_vectors = len(vector_tag)
@@ -743,7 +823,10 @@ def _conv2d_pairs(
     flat_x = x.reshape(-1)
     flat_x_next = x_next.reshape(-1)
     groups, kernel_h, kernel_w, group_in, padded = rows.shape
-    out_width, out_channels = out.shape[1], out.shape[2]
+    ring, out_width, out_channels = out.shape
+    pooled_height, pooled_width = pooled.shape[0], pooled.shape[1]
+    flat_pooled = pooled.reshape(-1)
+    flat_pooled_next = pooled_next.reshape(-1)
     group_out = out_channels // groups
     flat_keys = keys.reshape(-1)
     flat_values = values.reshape(-1)
@@ -763,6 +846,7 @@ def _conv2d_pairs(
             valid = min(4 * LANES, group_out - block)
             constants = group * padded + block
             for oy in range(row_start, row_stop):
+                row_at = (oy % ring) * out_width  # the first pixel of row oy in out
                 for ox in range(0, out_width, 2):
                     pair = ox + 1 < out_width
                     # Accumulators: a for pixel A, b for pixel B; c and d for them at the next timestep.
@@ -887,7 +971,7 @@ def _conv2d_pairs(
                                 row = vload(flat_rows, at + 3 * LANES)
                                 b3 = vrowadd(b3, row, value, binary_tag)
                                 d3 = vrowadd(d3, row, value_next, binary_tag) if steps > 1 else d3
-                    at = (oy * out_width + ox) * out_channels + group * group_out + block
+                    at = (row_at + ox) * out_channels + group * group_out + block
                     _store_pixel(a0, a1, a2, a3, flat_scale, flat_bias, constants, flat_out, at, vectors, valid)
                     if pair:
                         _store_pixel(b0, b1, b2, b3, flat_scale, flat_bias, constants, flat_out, at + out_channels, vectors, valid)
@@ -900,12 +984,23 @@ def _conv2d_pairs(
                     # The row's currents are still in the cache: run the neurons over them in place, first
                     # timestep then second, as _lif_step_kernel would. The step sits here rather than at each
                     # pixel because an inline function there made Numba count references at every pixel.
-                    first_at = oy * out_width * out_channels + group * group_out + block
-                    fired += _fire_row(flat_out, flat_membrane, first_at, out_width, out_channels, valid, tau,
-                                       threshold, fresh)
+                    first_at = row_at * out_channels + group * group_out + block
+                    lag = (oy * out_width - row_at) * out_channels
                     if steps > 1:
-                        fired_next += _fire_row(flat_out_next, flat_membrane, first_at, out_width, out_channels, valid,
-                                                tau, threshold, False)
+                        counts = _fire_row_pair(flat_out, flat_out_next, flat_membrane, first_at, lag, out_width,
+                                                out_channels, valid, tau, threshold, fresh, keep)
+                        fired += counts[0]
+                        fired_next += counts[1]
+                    else:
+                        fired += _fire_row(flat_out, flat_membrane, first_at, lag, out_width, out_channels, valid, tau,
+                                           threshold, fresh, keep)
+                if pool_h > 0 and oy % pool_h == pool_h - 1 and oy // pool_h < pooled_height:
+                    first_row = oy % ring - (pool_h - 1)
+                    _max_pool_window_row(flat_out, first_row, out_width, out_channels, flat_pooled, oy // pool_h,
+                                         pooled_width, pool_h, pool_w, group * group_out + block, valid)
+                    if steps > 1:
+                        _max_pool_window_row(flat_out_next, first_row, out_width, out_channels, flat_pooled_next,
+                                             oy // pool_h, pooled_width, pool_h, pool_w, group * group_out + block, valid)
     return fired, fired_next
 
 
@@ -1003,18 +1098,25 @@ def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag,
 @njit(**PARALLEL_OPTIONS)
 def _conv2d_pairs_parallel(
     x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
-    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh, parts,
+    out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh, keep,
+    pooled, pooled_next, pool_h, pool_w, parts,
 ):
-    """Split the output rows into ``parts`` bands and run :func:`_conv2d_pairs` on Numba's thread pool."""
+    """Split the output rows into ``parts`` bands and run :func:`_conv2d_pairs` on Numba's thread pool.
+
+    ``out`` must hold every output row. With pooling, each band starts at a
+    multiple of ``pool_h``, so that no pooling window spans two bands.
+    """
     out_height = out.shape[0]
     band = -(-out_height // parts)
+    if pool_h > 1:
+        band = -(-band // pool_h) * pool_h
     fired = 0
     fired_next = 0
     for part in prange(parts):
         counts = _conv2d_pairs(
             x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
             out, out_next, membrane, tau, threshold, vector_tag, binary_tag, dense_tag, time_tag, neuron_tag, fresh,
-            part * band, min(out_height, (part + 1) * band),
+            keep, pooled, pooled_next, pool_h, pool_w, min(out_height, part * band), min(out_height, (part + 1) * band),
         )
         fired += counts[0]
         fired_next += counts[1]

@@ -96,26 +96,29 @@ def _lif_first_step_kernel(current, membrane, threshold, spikes):
 
 
 @njit(**NJIT_OPTIONS)
-def _lif_pair_kernel(current, current_next, membrane, tau, threshold, spikes, spikes_next, fresh_tag):
+def _lif_pair_kernel(current, current_next, membrane, tau, threshold, spikes, spikes_next, fresh_tag, keep):
     """Run two consecutive timesteps of :func:`_lif_step_kernel` in one pass; return the two counts of fired neurons.
 
     With a non-empty ``fresh_tag`` the first timestep is the first after a
     reset, as in :func:`_lif_first_step_kernel`. Each neuron's membrane
     potential is read once and written once, and each step's arithmetic is
     that of the one-step kernels, so the results are the same bit for bit.
+    With ``keep`` False the potentials after the second timestep are not
+    stored (nobody reads them), so a fresh pair does not touch ``membrane``.
     """
     fresh = len(fresh_tag) > 0
     n_fired = 0
     n_fired_next = 0
     zero = np.float32(0.0)
-    for k in range(membrane.shape[0]):
+    for k in range(spikes.shape[0]):
         potential = current[k] if fresh else tau * membrane[k] + current[k]
         fired = potential >= threshold
         spikes[k] = potential if fired else zero
         potential = (tau * (zero if fired else potential)) + current_next[k]
         fired_next = potential >= threshold
         spikes_next[k] = potential if fired_next else zero
-        membrane[k] = zero if fired_next else potential
+        if keep:
+            membrane[k] = zero if fired_next else potential
         n_fired += 1 if fired else 0
         n_fired_next += 1 if fired_next else 0
     return n_fired, n_fired_next

@@ -179,3 +179,36 @@ def _max_pool2d_kernel(x, kernel_h, kernel_w, stride_h, stride_w, top, left, dil
                         if value > best_value or value != value:
                             best_value = value
                 flat_out[target + c] = best_value
+
+
+@njit(**NJIT_OPTIONS)
+def _max_pool_window_row(flat_x, first_row, width, channels, flat_out, out_row, out_width, kernel_h, kernel_w,
+                         channel_first, valid):
+    """Pool one row of non-overlapping kh x kw windows (stride = kernel, no padding) over some channels.
+
+    ``flat_x`` holds rows of ``width`` pixels of ``channels`` channels;
+    the windows cover rows [first_row, first_row + kernel_h). Output pixel
+    ox of row ``out_row`` receives the maximum over its window for channels
+    [channel_first, channel_first + valid), in the order and with the NaN
+    rule of :func:`_max_pool2d_kernel`, so it equals that kernel's output
+    there. This lets a convolution pool its output rows as it finishes them
+    (see ``_conv2d_pairs``).
+    """
+    whole = valid - valid % LANES
+    for ox in range(out_width):
+        target = (out_row * out_width + ox) * channels + channel_first
+        for first in range(0, whole, LANES):
+            best = vfill(-np.inf)
+            for ky in range(kernel_h):
+                for kx in range(kernel_w):
+                    at = ((first_row + ky) * width + ox * kernel_w + kx) * channels + channel_first + first
+                    best = vmax(best, vload(flat_x, at))
+            vstore(flat_out, target + first, best)
+        for c in range(whole, valid):
+            best_value = np.float32(-np.inf)
+            for ky in range(kernel_h):
+                for kx in range(kernel_w):
+                    value = flat_x[((first_row + ky) * width + ox * kernel_w + kx) * channels + channel_first + c]
+                    if value > best_value or value != value:
+                        best_value = value
+            flat_out[target + c] = best_value
