@@ -71,6 +71,37 @@ def test_prepared_conv2d_modes_equal_and_match_reference(
     assert_within(sparse.transpose(2, 0, 1), expected, tolerance)
 
 
+@settings(derandomize=True, max_examples=60, deadline=None)
+@given(
+    channels=st.sampled_from([1, 2, 3, 5, 16]),
+    out_channels=st.sampled_from([1, 5, 16, 17, 31, 32]),
+    kernel=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(*[st.integers(0, 2)] * 4),
+    extra=st.tuples(st.integers(0, 9), st.integers(0, 18)),
+    density=st.sampled_from([0.5, 0.95, 1.0]),
+    binary=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_strip_kernel_equals_pixel_pairs(channels, out_channels, kernel, stride, padding, extra, density, binary, seed):
+    """The strip kernel of dense ungrouped layers gives the pixel-pair kernel's bits, at any width (strips of 8)."""
+    case = fitting_case(1, channels, out_channels, kernel, stride, (1, 1), padding, extra)
+    rng = np.random.default_rng(seed)
+    x, weight, scale, bias = conv_inputs(rng, case, density)
+    x[0, 0, 0] = -0.0  # a signed zero inside the image is read like any input
+    signs = sign_weights(weight) if binary else weight
+    layer = prepared(case, signs, scale, bias)
+    assert layer.bordered is not None
+
+    strips, events = layer(channels_last(x), dense=True)
+    strips = strips.copy()
+    layer.bordered = None
+    pairs, pair_events = layer(channels_last(x), dense=True)
+
+    np.testing.assert_array_equal(strips.view(np.uint32), pairs.view(np.uint32))
+    assert events == pair_events == np.count_nonzero(x)
+
+
 @TWO_THREADS
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("case", [
