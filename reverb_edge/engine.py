@@ -478,8 +478,12 @@ class Engine:
         with ``invariant``. ``predict`` computes it once for all timesteps
         (merging it was 5 % slower on the MNIST model, cold cache or warm),
         and ``predict_events`` supplies the first layer's output. Frames and
-        ``step`` compute it at every timestep anyway. Runs that record every
-        node keep the plain plan.
+        ``step`` compute it at every timestep anyway.
+
+        A Flatten of a feature map whose one reader is a Linear node is
+        merged into that node too (kind _SYNAPSES, last field (Flatten,)):
+        the linear kernel reads the map in the Flatten's order, so the copy
+        is skipped. Runs that record every node keep the plain plan.
         """
         if not self._fast:
             return plan
@@ -499,10 +503,21 @@ class Engine:
             following = readers.get(lif, [])
             if lif != graph.output_name and len(following) == 1 and self._poolable(self._nodes[following[0]]):
                 pooled_by[following[0]] = lif
+        flattened = {}
+        for node in graph.nodes:
+            following = readers.get(node.name, [])
+            if (isinstance(node, Flatten) and len(graph.input_shapes(node)[0]) == 3 and node.name != graph.output_name
+                    and len(following) == 1 and isinstance(self._nodes[following[0]], Linear)):
+                flattened[following[0]] = node.name
         fused = []
         for entry in plan:
             name = entry[0]
-            if name in merged_into.values() or name in pooled_by.values():
+            if name in merged_into.values() or name in pooled_by.values() or name in flattened.values():
+                continue
+            if name in flattened:
+                flatten = flattened[name]
+                function, pair = self._flat_linear_functions(self._nodes[name], graph.input_shapes(self._nodes[flatten])[0][0])
+                fused.append((name, self._SYNAPSES, tuple(graph.sources[flatten]), function, pair, entry[5], (flatten,)))
                 continue
             if name in merged_into or name in pooled_by:
                 lif = pooled_by.get(name, name)
@@ -514,6 +529,23 @@ class Engine:
                 continue
             fused.append(entry)
         return fused
+
+    def _flat_linear_functions(self, linear: Linear, channels: int) -> tuple[Callable, Callable]:
+        """Return the one- and two-timestep functions of a Linear node that reads a channels-last map directly.
+
+        They map the map of ``channels`` channels (the input of the Flatten
+        node merged away) to what the Linear node's own functions return.
+        """
+        layer = self._executors[linear.name].layer
+        outs = (layer.out, layer.out_next)
+
+        def synapses(x, slot=0):
+            return layer(x.reshape(-1), self.threads, out=outs[slot], channels=channels)
+
+        def synapses_pair(x, x_next):
+            return layer.pair(x.reshape(-1), x_next.reshape(-1), self.threads, channels)
+
+        return synapses, synapses_pair
 
     @staticmethod
     def _poolable(node: Node) -> bool:
@@ -681,6 +713,8 @@ class Engine:
                     neurons.spikes += fired
             elif kind == self._SYNAPSES:
                 x_in = values[sources[0]]
+                if merged is not None:  # a Flatten merged away
+                    stats_by_name[merged[0]].timesteps += steps
                 if steps == 2 and pair is not None:
                     out, out_next, events, events_next = pair(x_in[0], x_in[1])
                     outputs = [out, out_next]

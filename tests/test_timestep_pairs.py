@@ -185,6 +185,30 @@ def test_pool_pair_equals_two_calls(rng, kind, shape, kernel, stride, padding):
         np.testing.assert_array_equal(result, single(inputs, geometry, np.empty(out_shape, np.float32)))
 
 
+@pytest.mark.parametrize("shape", [(7, 5, 3), (1, 1, 17), (4, 4, 64), (3, 2, 1)])
+@pytest.mark.parametrize("out_features", [10, 70])
+def test_linear_reads_a_map_in_flatten_order(rng, shape, out_features):
+    """A Linear node reading a channels-last map directly gives the bits of Flatten then Linear, one timestep or two."""
+    x, x_next = spike_like(rng, shape, 0.5), spike_like(rng, shape, 0.3)
+    x_next[0, 0, 0] = 0.0
+    weight = np.where(rng.random((out_features, x.size)) < 0.5, -1.0, 1.0).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, out_features).astype(np.float32)
+    bias = rng.standard_normal(out_features).astype(np.float32)
+    layer = prepare_linear(weight, scale, bias)
+    flat, flat_next = flatten_channels_first(x), flatten_channels_first(x_next)
+
+    expected, expected_events = layer(flat)
+    expected = expected.copy()
+    got, events = layer(x.reshape(-1), channels=shape[2])
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    assert events == expected_events
+
+    expected_pair = [array.copy() if isinstance(array, np.ndarray) else array for array in layer.pair(flat, flat_next)]
+    got_pair = layer.pair(x.reshape(-1), x_next.reshape(-1), 1, shape[2])
+    for got_item, expected_item in zip(got_pair, expected_pair):
+        np.testing.assert_array_equal(got_item, expected_item)
+
+
 def test_flatten_pair_equals_two_calls(rng):
     x, x_next = spike_like(rng, (7, 5, 3), 0.5), spike_like(rng, (7, 5, 3), 0.5)
     out, out_next = np.empty(105, np.float32), np.empty(105, np.float32)

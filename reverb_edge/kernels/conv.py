@@ -390,6 +390,8 @@ class PreparedLinear:
     """A linear layer run as a 1 x 1 convolution over a 1 x 1 image; see :class:`PreparedConv2d`.
 
     Calling it with a vector (I,) returns the output (O,) and the number of non-zero inputs.
+    With ``channels`` C > 1 the vector is a channels-last map (H, W, C),
+    flattened, read in PyTorch's (C, H, W) order (see :func:`_linear_events`).
     """
 
     def __init__(self, conv: PreparedConv2d) -> None:
@@ -401,21 +403,22 @@ class PreparedLinear:
         self.out_next = conv.out_next.reshape(-1)
 
     def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None,
-                 out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                 out: np.ndarray | None = None, channels: int = 1) -> tuple[np.ndarray, int]:
         out = self.out if out is None else out
-        if dense is None:
+        if dense is None or channels > 1:
             # One compiled call that skips the zeros as it reads them. A readout layer has too few
             # outputs for the list of non-zero inputs and the convolution's pixel loop to pay off.
             events = _linear_events(x, self.rows, self.scale, self.bias, out, self.conv.vector_tag,
-                                    self.conv.binary_tag)
+                                    self.conv.binary_tag, channels)
             return out, events
         result, events = self.conv(x.reshape(1, 1, -1), 1, dense, out=out.reshape(self.conv.out.shape))
         return result.reshape(-1), events
 
-    def pair(self, x: np.ndarray, x_next: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def pair(self, x: np.ndarray, x_next: np.ndarray, threads: int = 1,
+             channels: int = 1) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Run two consecutive timesteps in one pass; see :meth:`PreparedConv2d.pair`."""
         events, events_next = _linear_events_pair(x, x_next, self.rows, self.scale, self.bias, self.out,
-                                                  self.out_next, self.conv.vector_tag, self.conv.binary_tag)
+                                                  self.out_next, self.conv.vector_tag, self.conv.binary_tag, channels)
         return self.out, self.out_next, events, events_next
 
 
@@ -1126,13 +1129,19 @@ def _conv2d_strips(x, bordered, rows, scale, bias, stride_h, stride_w, top, left
 
 
 @njit(**NJIT_OPTIONS)
-def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag):
+def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag, channels):
     """Compute a linear layer over the non-zero entries of ``x``; return how many there are.
 
     ``rows`` is (I, P), the weight rows of a one-group layer with O <= P
     outputs; ``scale`` and ``bias`` have P entries and ``out`` O. Each output sums its terms in input
     order, as the convolution kernels do for a 1 x 1 image, so the results
     are the same bit for bit.
+
+    With ``channels`` C > 1, ``x`` is a flattened channels-last map (H, W, C)
+    and input i is PyTorch's flattened (C, H, W) entry i, which is at
+    (i % (H W)) * C + i // (H W): the layer reads the map of a Flatten node
+    in the order the Flatten would have written it, so that node need not run.
+    Two nested loops (channel, then pixel) replace the division.
     """
     block_vectors = len(vector_tag)
     inputs, padded = rows.shape
@@ -1145,25 +1154,27 @@ def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag):
         acc2 = vzero()
         acc3 = vzero()
         events = 0
-        for i in range(inputs):
-            value = x[i]
-            if value == 0.0:
-                continue
-            events += 1
-            at = np.uint64(i * padded + block)
-            acc0 = vrowadd(acc0, vload(flat_rows, at), value, binary_tag)
-            if vectors > 1:
-                acc1 = vrowadd(acc1, vload(flat_rows, at + LANES), value, binary_tag)
-            if vectors > 2:
-                acc2 = vrowadd(acc2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
-            if vectors > 3:
-                acc3 = vrowadd(acc3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+        pixels = inputs // channels
+        for channel in range(channels):
+            for pixel in range(pixels):
+                value = x[pixel * channels + channel]
+                if value == 0.0:
+                    continue
+                events += 1
+                at = np.uint64((channel * pixels + pixel) * padded + block)
+                acc0 = vrowadd(acc0, vload(flat_rows, at), value, binary_tag)
+                if vectors > 1:
+                    acc1 = vrowadd(acc1, vload(flat_rows, at + LANES), value, binary_tag)
+                if vectors > 2:
+                    acc2 = vrowadd(acc2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                if vectors > 3:
+                    acc3 = vrowadd(acc3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
         _store_pixel(acc0, acc1, acc2, acc3, scale, bias, block, out, block, vectors, min(4 * LANES, out.shape[0] - block))
     return events
 
 
 @njit(**NJIT_OPTIONS)
-def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag, binary_tag):
+def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag, binary_tag, channels):
     """:func:`_linear_events` on two timesteps' inputs in one pass; return both counts of non-zero inputs.
 
     An input that is non-zero at either timestep adds its row to both sums,
@@ -1187,29 +1198,32 @@ def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag,
         next3 = vzero()
         events = 0
         events_next = 0
-        for i in range(inputs):
-            value = x[i]
-            value_next = x_next[i]
-            if value == 0.0 and value_next == 0.0:
-                continue
-            events += 1 if value != 0.0 else 0
-            events_next += 1 if value_next != 0.0 else 0
-            at = np.uint64(i * padded + block)
-            row = vload(flat_rows, at)
-            acc0 = vrowadd(acc0, row, value, binary_tag)
-            next0 = vrowadd(next0, row, value_next, binary_tag)
-            if vectors > 1:
-                row = vload(flat_rows, at + LANES)
-                acc1 = vrowadd(acc1, row, value, binary_tag)
-                next1 = vrowadd(next1, row, value_next, binary_tag)
-            if vectors > 2:
-                row = vload(flat_rows, at + 2 * LANES)
-                acc2 = vrowadd(acc2, row, value, binary_tag)
-                next2 = vrowadd(next2, row, value_next, binary_tag)
-            if vectors > 3:
-                row = vload(flat_rows, at + 3 * LANES)
-                acc3 = vrowadd(acc3, row, value, binary_tag)
-                next3 = vrowadd(next3, row, value_next, binary_tag)
+        pixels = inputs // channels
+        for channel in range(channels):
+            for pixel in range(pixels):
+                k = pixel * channels + channel
+                value = x[k]
+                value_next = x_next[k]
+                if value == 0.0 and value_next == 0.0:
+                    continue
+                events += 1 if value != 0.0 else 0
+                events_next += 1 if value_next != 0.0 else 0
+                at = np.uint64((channel * pixels + pixel) * padded + block)
+                row = vload(flat_rows, at)
+                acc0 = vrowadd(acc0, row, value, binary_tag)
+                next0 = vrowadd(next0, row, value_next, binary_tag)
+                if vectors > 1:
+                    row = vload(flat_rows, at + LANES)
+                    acc1 = vrowadd(acc1, row, value, binary_tag)
+                    next1 = vrowadd(next1, row, value_next, binary_tag)
+                if vectors > 2:
+                    row = vload(flat_rows, at + 2 * LANES)
+                    acc2 = vrowadd(acc2, row, value, binary_tag)
+                    next2 = vrowadd(next2, row, value_next, binary_tag)
+                if vectors > 3:
+                    row = vload(flat_rows, at + 3 * LANES)
+                    acc3 = vrowadd(acc3, row, value, binary_tag)
+                    next3 = vrowadd(next3, row, value_next, binary_tag)
         valid = min(4 * LANES, out.shape[0] - block)
         _store_pixel(acc0, acc1, acc2, acc3, scale, bias, block, out, block, vectors, valid)
         _store_pixel(next0, next1, next2, next3, scale, bias, block, out_next, block, vectors, valid)
