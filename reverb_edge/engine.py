@@ -335,8 +335,9 @@ class Engine:
                                getattr(function, "pair", None), node.name in self._invariant, None))
         # Plans with convolutions merged into their neurons: for inputs that change with every
         # timestep, and for predict, whose time-invariant nodes run once (see _fuse).
-        self._stream_plan = self._fuse(self._plan, invariant=True)
-        self._fused_plan = self._fuse(self._plan, invariant=False)
+        self._stream_plan = self._fuse(self._plan, invariant="each timestep")
+        self._fused_plan = self._fuse(self._plan, invariant="once" if graph.timesteps <= 2 else "apart")
+        self._supplied_plan = self._fuse(self._plan, invariant="apart")
         self._busy = threading.Lock()
         self.stats: dict[str, LayerStats] = {}
         self.reset_stats()
@@ -462,23 +463,29 @@ class Engine:
 
     _NEURON, _SYNAPSES, _OTHER, _FIRING = range(4)
 
-    def _fuse(self, plan: list[tuple], invariant: bool) -> list[tuple]:
+    def _fuse(self, plan: list[tuple], invariant: str) -> list[tuple]:
         """Return ``plan`` with each convolution that alone feeds a LIF node merged into that node.
 
         The merged entry (kind _FIRING) computes the convolution and the
         neuron step in one kernel (``PreparedConv2d.fire``), so the currents
         are never stored. It carries the LIF node's name, and as its last
-        field the names of the nodes merged into it: (convolution,). Where
-        the LIF node's one reader is a max pooling of non-overlapping windows
-        (:meth:`_poolable`), the pooling joins too: the entry carries the
-        pooling's name and (convolution, LIF node), and the spikes are pooled
-        row by row as the kernel makes them, so on one thread the whole
-        spike map is never stored. A convolution is merged only where
-        the LIF node is its one reader. A time-invariant one is merged only
-        with ``invariant``. ``predict`` computes it once for all timesteps
-        (merging it was 5 % slower on the MNIST model, cold cache or warm),
-        and ``predict_events`` supplies the first layer's output. Frames and
-        ``step`` compute it at every timestep anyway.
+        field (convolution, None, once). Where the LIF node's one reader is a
+        max pooling of non-overlapping windows (:meth:`_poolable`), the
+        pooling joins too: the entry carries the pooling's name and
+        (convolution, LIF node, once), and the spikes are pooled row by row
+        as the kernel makes them, so on one thread the whole spike map is
+        never stored. A convolution is merged only where the LIF node is its
+        one reader.
+
+        ``invariant`` says what happens to a time-invariant convolution:
+        "each timestep" merges it like the others (frames and ``step``
+        compute it at every timestep anyway); "once" merges it with
+        ``once`` True, for ``predict`` with T <= 2: its pair function then
+        gets the same input twice, computes the layer once and fires the
+        neurons twice (``PreparedConv2d.fire``), and its statistics count one
+        timestep; "apart" leaves it alone, for ``predict`` with T > 2, where
+        its cached output serves every pair, and for ``predict_events``,
+        which supplies the first layer's output.
 
         A Flatten of a feature map whose one reader is a Linear node is
         merged into that node too (kind _SYNAPSES, last field (Flatten,)):
@@ -494,7 +501,8 @@ class Engine:
                 readers.setdefault(source, []).append(node.name)
         merged_into = {}
         for node in graph.nodes:
-            if isinstance(node, Conv2d) and (invariant or node.name not in self._invariant) and node.name != graph.output_name:
+            if (isinstance(node, Conv2d) and (invariant != "apart" or node.name not in self._invariant)
+                    and node.name != graph.output_name):
                 following = readers.get(node.name, [])
                 if len(following) == 1 and self._nodes[following[0]].stateful:
                     merged_into[following[0]] = node.name
@@ -524,7 +532,8 @@ class Engine:
                 conv = merged_into[lif]
                 pool = self._nodes[name] if name in pooled_by else None
                 function, pair = self._firing_functions(self._nodes[conv], self._nodes[lif], pool)
-                merged = (conv,) if pool is None else (conv, lif)
+                once = invariant == "once" and conv in self._invariant
+                merged = (conv, None if pool is None else lif, once)
                 fused.append((name, self._FIRING, tuple(graph.sources[conv]), function, pair, False, merged))
                 continue
             fused.append(entry)
@@ -663,7 +672,9 @@ class Engine:
         stats_by_name = self.stats
         if record is not None:
             plan = self._plan
-        elif cache is not None or supplied is not None:
+        elif supplied is not None:
+            plan = self._supplied_plan
+        elif cache is not None:
             plan = self._fused_plan
         else:
             plan = self._stream_plan
@@ -694,17 +705,19 @@ class Engine:
                         outputs.append(spikes)
             elif kind == self._FIRING:
                 x_in = values[sources[0]]
-                synapses = stats_by_name[merged[0]]
-                synapses.timesteps += steps
-                synapses.inputs += x_in[0].size * steps
+                conv, lif, conv_once = merged
+                synapses = stats_by_name[conv]
+                synaptic_steps = 1 if conv_once else steps  # a time-invariant convolution runs once
+                synapses.timesteps += synaptic_steps
+                synapses.inputs += x_in[0].size * synaptic_steps
                 neurons = stats
-                if len(merged) > 1:  # a pooling follows the neurons
-                    neurons = stats_by_name[merged[1]]
+                if lif is not None:  # a pooling follows the neurons
+                    neurons = stats_by_name[lif]
                     neurons.timesteps += steps
                 if steps == 2:
                     spikes, spikes_next, events, events_next, fired, fired_next = pair(x_in[0], x_in[1])
                     outputs = [spikes, spikes_next]
-                    synapses.input_events += events + events_next
+                    synapses.input_events += events if conv_once else events + events_next
                     neurons.spikes += fired + fired_next
                 else:
                     spikes, events, fired = function(x_in[0])

@@ -392,12 +392,16 @@ def test_engine_fused_neurons_equal_separate_nodes(model, request, rng):
     path = request.getfixturevalue(model)
     fused = Engine.load(path)
     separate = Engine.load(path)
-    separate._fused_plan = separate._stream_plan = separate._plan
+    separate._fused_plan = separate._stream_plan = separate._supplied_plan = separate._plan
     assert any(entry[1] == Engine._FIRING for entry in fused._fused_plan)
     if model == "mnist_like_path":
-        # Both convolutions take their pooling along when frames stream in.
+        # Both convolutions take their pooling along. With T = 2, predict merges the time-invariant
+        # first one too, and runs it once for both timesteps.
         assert [entry[6] for entry in fused._stream_plan if entry[1] == Engine._FIRING] == [
-            ("conv1", "lif1"), ("conv2", "lif2"),
+            ("conv1", "lif1", False), ("conv2", "lif2", False),
+        ]
+        assert [entry[6] for entry in fused._fused_plan if entry[1] == Engine._FIRING] == [
+            ("conv1", "lif1", True), ("conv2", "lif2", False),
         ]
 
     for count in (1, 2, 3):

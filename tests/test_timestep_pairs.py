@@ -228,7 +228,7 @@ def test_flatten_pair_equals_two_calls(rng):
     padding=st.tuples(*[st.integers(0, 2)] * 4),
     extra=st.tuples(st.integers(0, 4), st.integers(0, 4)),
     density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
-    following=st.sampled_from([None, "zero", "grown", "other"]),
+    following=st.sampled_from([None, "zero", "grown", "other", "itself"]),
     fresh=st.booleans(),
     keep=st.booleans(),
     binary=st.booleans(),
@@ -244,7 +244,9 @@ def test_conv_fire_equals_conv_then_lif(
     rng = np.random.default_rng(seed)
     x, weight, scale, bias = conv_inputs(rng, case, density)
     inputs = [channels_last(x)]
-    if following is not None:
+    if following == "itself":
+        inputs.append(inputs[0])  # a time-invariant layer: the layer runs once, its neurons twice
+    elif following is not None:
         inputs.append(channels_last(second_input(rng, x, following)))
     signs = sign_weights(weight) if binary else weight
     geometry = check_float_conv2d("test", x, signs, scale, bias, stride, padding, dilation, groups)[4]
@@ -285,7 +287,7 @@ def test_conv_fire_equals_conv_then_lif(
     extra=st.tuples(st.integers(0, 5), st.integers(0, 5)),
     pool=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
-    following=st.sampled_from([None, "zero", "grown", "other"]),
+    following=st.sampled_from([None, "zero", "grown", "other", "itself"]),
     threads=st.sampled_from([1, 2]),
     fresh=st.booleans(),
     keep=st.booleans(),
@@ -305,7 +307,9 @@ def test_conv_fire_with_pooling_equals_fire_then_pool(
     rng = np.random.default_rng(seed)
     x, weight, scale, bias = conv_inputs(rng, case, density)
     inputs = [channels_last(x)]
-    if following is not None:
+    if following == "itself":
+        inputs.append(inputs[0])  # a time-invariant layer: the layer runs once, its neurons twice
+    elif following is not None:
         inputs.append(channels_last(second_input(rng, x, following)))
     signs = sign_weights(weight)
     geometry = check_float_conv2d("test", x, signs, scale, bias, stride, padding, dilation, groups)[4]

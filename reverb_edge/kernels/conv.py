@@ -247,11 +247,17 @@ class PreparedConv2d:
         and pools each window row as soon as it is done, so the spike
         buffers are not written; elsewhere they hold the spikes.
 
+        ``x_next`` may be ``x`` itself: the input of a time-invariant layer
+        under direct encoding. The layer then runs once and its currents
+        drive the neurons for both timesteps.
+
         Returns (non-zero inputs, at the next timestep, neurons fired, at the
         next timestep).
         """
         membrane, tau, threshold, spikes, spikes_next = neuron
         flat_membrane = membrane.reshape(-1)
+        if x_next is x:
+            return self._fire_repeated(x, neuron, fresh, threads, keep, pool)
         listed = self._list_for_pairs(x, x_next)
         if listed is not None:
             events, events_next, dense = listed
@@ -271,11 +277,30 @@ class PreparedConv2d:
             fired, fired_next = _lif_pair_kernel(current.reshape(-1), current_next.reshape(-1), flat_membrane, tau,
                                                  threshold, spikes.reshape(-1), spikes_next.reshape(-1),
                                                  (0,) if fresh else (), keep)
-        if pool is not None:
-            kernel_h, kernel_w, pooled, pooled_next = pool[:4]
-            for source, target in ((spikes, pooled),) if x_next is None else ((spikes, pooled), (spikes_next, pooled_next)):
-                _max_pool2d_kernel(source, kernel_h, kernel_w, kernel_h, kernel_w, 0, 0, 1, 1, target)
+        _pool_spikes(pool, spikes, spikes_next if x_next is not None else None)
         return events, events_next, fired, fired_next
+
+    def _fire_repeated(self, x, neuron, fresh, threads, keep, pool) -> tuple[int, int, int, int]:
+        """:meth:`fire` with the same input at both timesteps: one pass of the layer, two neuron steps."""
+        membrane, tau, threshold, spikes, spikes_next = neuron
+        if self.bordered is not None and self.popcount is None and (threads == 1 or spikes.shape[0] == 1):
+            events = int(np.count_nonzero(x))
+            if events >= DENSE_FROM * x.size:
+                # The currents go to the spike buffer, and the neuron steps replace them there.
+                _conv2d_strips(x, self.bordered, self.rows, self.scale, self.bias, self.stride_h, self.stride_w,
+                               self.top, self.left, spikes, self.vector_tag, self.binary_tag)
+                out_height, out_width, out_channels = spikes.shape
+                fired, fired_next = _fire_row_pair(spikes.reshape(-1), spikes_next.reshape(-1), membrane.reshape(-1), 0,
+                                                   0, out_height * out_width, out_channels, out_channels, tau, threshold,
+                                                   bool(fresh), bool(keep), True)
+                _pool_spikes(pool, spikes, spikes_next)
+                return events, events, fired, fired_next
+        current, events = self(x, threads)
+        flat_current = current.reshape(-1)
+        fired, fired_next = _lif_pair_kernel(flat_current, flat_current, membrane.reshape(-1), tau, threshold,
+                                             spikes.reshape(-1), spikes_next.reshape(-1), (0,) if fresh else (), keep)
+        _pool_spikes(pool, spikes, spikes_next)
+        return events, events, fired, fired_next
 
     def _pairs(self, x, x_next, out, out_next, dense, time_tag, threads, neuron=None, fresh=False,
                keep=True, pool=None) -> tuple[int, int]:
@@ -294,6 +319,16 @@ class PreparedConv2d:
         if parts > 1:
             return _conv2d_pairs_parallel(*arguments, parts)
         return _conv2d_pairs(*arguments, 0, out_height)
+
+
+def _pool_spikes(pool: tuple | None, spikes: np.ndarray, spikes_next: np.ndarray | None) -> None:
+    """Max-pool full spike maps into ``pool``'s outputs (see :meth:`PreparedConv2d.fire`), where the kernel did not."""
+    if pool is None:
+        return
+    kernel_h, kernel_w, pooled, pooled_next = pool[:4]
+    _max_pool2d_kernel(spikes, kernel_h, kernel_w, kernel_h, kernel_w, 0, 0, 1, 1, pooled)
+    if spikes_next is not None:
+        _max_pool2d_kernel(spikes_next, kernel_h, kernel_w, kernel_h, kernel_w, 0, 0, 1, 1, pooled_next)
 
 
 def weight_rows(weight: np.ndarray, groups: int) -> np.ndarray:
@@ -745,14 +780,15 @@ def _fire_row(flat_spikes, flat_membrane, first_at, lag, out_width, out_channels
 
 @njit(**NJIT_OPTIONS)
 def _fire_row_pair(flat_spikes, flat_next, flat_membrane, first_at, lag, out_width, out_channels, valid, tau,
-                   threshold, fresh, keep):
+                   threshold, fresh, keep, repeat):
     """Run two consecutive LIF steps over an output row, as two calls of :func:`_fire_row` would.
 
     The currents of the first step are in ``flat_spikes`` and of the second
-    in ``flat_next``; both are replaced by spikes. The potential between the
-    steps stays in a register, so ``flat_membrane`` is read only when not
-    ``fresh`` and written only when ``keep``. Returns the two counts of
-    neurons fired.
+    in ``flat_next``; both are replaced by spikes. With ``repeat`` the
+    second step takes the first one's currents again and ``flat_next``
+    only receives spikes. The potential between the steps stays in a
+    register, so ``flat_membrane`` is read only when not ``fresh`` and
+    written only when ``keep``. Returns the two counts of neurons fired.
     """
     fired = 0
     fired_next = 0
@@ -765,17 +801,19 @@ def _fire_row_pair(flat_spikes, flat_next, flat_membrane, first_at, lag, out_wid
             potential = current if fresh else vmuladd(current, vload(flat_membrane, j + lag), tau)
             vstore(flat_spikes, j, vfire(potential, threshold))
             fired += vcount_fired(potential, threshold)
-            potential = vmuladd(vload(flat_next, j), vreset(potential, threshold), tau)
+            current = current if repeat else vload(flat_next, j)
+            potential = vmuladd(current, vreset(potential, threshold), tau)
             vstore(flat_next, j, vfire(potential, threshold))
             fired_next += vcount_fired(potential, threshold)
             if keep:
                 vstore(flat_membrane, j + lag, vreset(potential, threshold))
         for j in range(at + whole, at + valid):
-            potential = flat_spikes[j] if fresh else tau * flat_membrane[j + lag] + flat_spikes[j]
+            current = flat_spikes[j]
+            potential = current if fresh else tau * flat_membrane[j + lag] + current
             spike = potential >= threshold
             flat_spikes[j] = potential if spike else zero
             fired += 1 if spike else 0
-            potential = tau * (zero if spike else potential) + flat_next[j]
+            potential = tau * (zero if spike else potential) + (current if repeat else flat_next[j])
             spike = potential >= threshold
             flat_next[j] = potential if spike else zero
             fired_next += 1 if spike else 0
@@ -1010,7 +1048,7 @@ def _conv2d_pairs(
                     lag = (oy * out_width - row_at) * out_channels
                     if steps > 1:
                         counts = _fire_row_pair(flat_out, flat_out_next, flat_membrane, first_at, lag, out_width,
-                                                out_channels, valid, tau, threshold, fresh, keep)
+                                                out_channels, valid, tau, threshold, fresh, keep, False)
                         fired += counts[0]
                         fired_next += counts[1]
                     else:
