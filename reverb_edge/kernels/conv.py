@@ -213,7 +213,8 @@ class PreparedConv2d:
             x, x_next if two else x, self.group_in, self.keys, self.value_pairs if two else self.values, self.starts,
             TWO_TIMESTEPS if two else ONE_TIMESTEP,
         )
-        if self._popcount_pays(events, ones, x.size) or self._popcount_pays(events_next, ones_next, x.size):
+        if self.popcount is not None and (self._popcount_pays(events, ones, x.size)
+                                          or self._popcount_pays(events_next, ones_next, x.size)):
             return None
         dense = max(events, events_next) >= DENSE_FROM * x.size
         if dense and self.geometry.groups != 1:
@@ -255,7 +256,6 @@ class PreparedConv2d:
         next timestep).
         """
         membrane, tau, threshold, spikes, spikes_next = neuron
-        flat_membrane = membrane.reshape(-1)
         if x_next is x:
             return self._fire_repeated(x, neuron, fresh, threads, keep, pool)
         listed = self._list_for_pairs(x, x_next)
@@ -267,6 +267,7 @@ class PreparedConv2d:
             fired, fired_next = self._pairs(x, second, spikes, spikes_next, dense, time_tag, threads,
                                             (membrane, tau, threshold), fresh, keep, pool)
             return events, events_next, fired, fired_next
+        flat_membrane = membrane.reshape(-1)
         if x_next is None:
             current, events = self(x, threads)
             step = _lif_first_step_kernel if fresh else _lif_step_kernel
