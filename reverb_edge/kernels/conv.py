@@ -521,13 +521,16 @@ def _list_row_events(x, x_next, group_in, keys, values, starts, time_tag):
                         bits |= vnonzero_bits(flat_next, pixel + channel)
                     while bits != 0:
                         found = channel + np.int64(trailing_zeros(bits))
-                        value = flat_x[pixel + found]
-                        row_keys[n] = ix * group_in + found
-                        row_values[steps * n] = value
+                        # Unsigned indices: Numba then adds no test for negative ones to each access.
+                        at = np.uint64(pixel + found)
+                        slot = np.uint64(n)
+                        value = flat_x[at]
+                        row_keys[slot] = ix * group_in + found
+                        row_values[np.uint64(steps) * slot] = value
                         ones += 1 if value == 1.0 else 0
                         if steps > 1:
-                            value_next = flat_next[pixel + found]
-                            row_values[steps * n + 1] = value_next
+                            value_next = flat_next[at]
+                            row_values[np.uint64(steps) * slot + np.uint64(1)] = value_next
                             total += 1 if value != 0.0 else 0
                             total_next += 1 if value_next != 0.0 else 0
                             ones_next += 1 if value_next == 1.0 else 0
@@ -536,14 +539,16 @@ def _list_row_events(x, x_next, group_in, keys, values, starts, time_tag):
                     channel += LANES
                 # The last group_in % 16 channels, without a branch on the value.
                 while channel < group_in:
-                    value = flat_x[pixel + channel]
-                    row_keys[n] = ix * group_in + channel
-                    row_values[steps * n] = value
+                    at = np.uint64(pixel + channel)
+                    slot = np.uint64(n)
+                    value = flat_x[at]
+                    row_keys[slot] = ix * group_in + channel
+                    row_values[np.uint64(steps) * slot] = value
                     listed = value != 0.0
                     ones += 1 if value == 1.0 else 0
                     if steps > 1:
-                        value_next = flat_next[pixel + channel]
-                        row_values[steps * n + 1] = value_next
+                        value_next = flat_next[at]
+                        row_values[np.uint64(steps) * slot + np.uint64(1)] = value_next
                         total += 1 if listed else 0
                         total_next += 1 if value_next != 0.0 else 0
                         ones_next += 1 if value_next == 1.0 else 0
@@ -945,13 +950,13 @@ def _conv2d_pairs(
                         if iy < 0 or iy >= height:
                             continue
                         listed = (iy * groups + group) * width * group_in
-                        runs = (iy * groups + group) * (width + 1)
+                        runs = np.uint64((iy * groups + group) * (width + 1))
                         pixels = iy * width * channels  # dense mode: input (iy, ix, c) is at pixels + ix * Cg + c
                         # Entry key = ix * Cg + c has weight row ((g * kh + ky) * kw + ix - first_a) * Cg + c for A.
                         base_a = (((group * kernel_h + ky) * kernel_w - first_a) * group_in) * padded + block
                         base_b = base_a - shift
-                        first_k = low_a * group_in if dense else listed + flat_starts[runs + low_a]
-                        last_k = end_a * group_in if dense else listed + flat_starts[runs + end_a]
+                        first_k = low_a * group_in if dense else listed + flat_starts[runs + np.uint64(low_a)]
+                        last_k = end_a * group_in if dense else listed + flat_starts[runs + np.uint64(end_a)]
                         for k in range(np.uint64(first_k), np.uint64(last_k)):
                             value = flat_x[np.uint64(pixels) + k] if dense else flat_values[steps * k]
                             value_next = flat_x_next[np.uint64(pixels) + k] if dense else flat_values[steps * k + steps - 1]
@@ -972,8 +977,8 @@ def _conv2d_pairs(
                                 row = vload(flat_rows, at + 3 * LANES)
                                 a3 = vrowadd(a3, row, value, binary_tag)
                                 c3 = vrowadd(c3, row, value_next, binary_tag) if steps > 1 else c3
-                        first_k = low_b * group_in if dense else listed + flat_starts[runs + low_b]
-                        last_k = end_both * group_in if dense else listed + flat_starts[runs + end_both]
+                        first_k = low_b * group_in if dense else listed + flat_starts[runs + np.uint64(low_b)]
+                        last_k = end_both * group_in if dense else listed + flat_starts[runs + np.uint64(end_both)]
                         for k in range(np.uint64(first_k), np.uint64(last_k)):
                             value = flat_x[np.uint64(pixels) + k] if dense else flat_values[steps * k]
                             value_next = flat_x_next[np.uint64(pixels) + k] if dense else flat_values[steps * k + steps - 1]
@@ -1010,8 +1015,8 @@ def _conv2d_pairs(
                                 row = vload(flat_rows, at + 3 * LANES)
                                 b3 = vrowadd(b3, row, value, binary_tag)
                                 d3 = vrowadd(d3, row, value_next, binary_tag) if steps > 1 else d3
-                        first_k = start_b * group_in if dense else listed + flat_starts[runs + start_b]
-                        last_k = high_b * group_in if dense else listed + flat_starts[runs + high_b]
+                        first_k = start_b * group_in if dense else listed + flat_starts[runs + np.uint64(start_b)]
+                        last_k = high_b * group_in if dense else listed + flat_starts[runs + np.uint64(high_b)]
                         for k in range(np.uint64(first_k), np.uint64(last_k)):
                             value = flat_x[np.uint64(pixels) + k] if dense else flat_values[steps * k]
                             value_next = flat_x_next[np.uint64(pixels) + k] if dense else flat_values[steps * k + steps - 1]
@@ -1096,7 +1101,7 @@ def _conv2d_strips(x, bordered, rows, scale, bias, stride_h, stride_w, top, left
     flat_out = out.reshape(-1)
     flat_scale = scale.reshape(-1)
     flat_bias = bias.reshape(-1)
-    step = stride_w * channels  # from one output pixel's inputs to the next one's
+    step = np.uint64(stride_w * channels)  # from one output pixel's inputs to the next one's
     for oy in range(out_height):
         for first in range(0, out_width, 8):
             a0 = vzero()
@@ -1117,11 +1122,12 @@ def _conv2d_strips(x, bordered, rows, scale, bias, stride_h, stride_w, top, left
             h1 = vzero()
             for ky in range(kernel_h):
                 for kx in range(kernel_w):
-                    at = (ky * kernel_w + kx) * channels * padded
-                    pixel = ((oy * stride_h + ky) * bordered_width + first * stride_w + kx) * channels
-                    for c in range(channels):
-                        row = vload(flat_rows, at + c * padded)
-                        row_high = vload(flat_rows, at + c * padded + LANES) if two else row
+                    # Unsigned indices: Numba then adds no test for negative ones to each load.
+                    at = np.uint64((ky * kernel_w + kx) * channels * padded)
+                    pixel = np.uint64(((oy * stride_h + ky) * bordered_width + first * stride_w + kx) * channels)
+                    for c in range(np.uint64(channels)):
+                        row = vload(flat_rows, at + c * np.uint64(padded))
+                        row_high = vload(flat_rows, at + c * np.uint64(padded) + np.uint64(LANES)) if two else row
                         k = pixel + c
                         value = flat_in[k]
                         a0 = vrowadd(a0, row, value, binary_tag)
@@ -1129,22 +1135,22 @@ def _conv2d_strips(x, bordered, rows, scale, bias, stride_h, stride_w, top, left
                         value = flat_in[k + step]
                         b0 = vrowadd(b0, row, value, binary_tag)
                         b1 = vrowadd(b1, row_high, value, binary_tag) if two else b1
-                        value = flat_in[k + 2 * step]
+                        value = flat_in[k + np.uint64(2) * step]
                         c0 = vrowadd(c0, row, value, binary_tag)
                         c1 = vrowadd(c1, row_high, value, binary_tag) if two else c1
-                        value = flat_in[k + 3 * step]
+                        value = flat_in[k + np.uint64(3) * step]
                         d0 = vrowadd(d0, row, value, binary_tag)
                         d1 = vrowadd(d1, row_high, value, binary_tag) if two else d1
-                        value = flat_in[k + 4 * step]
+                        value = flat_in[k + np.uint64(4) * step]
                         e0 = vrowadd(e0, row, value, binary_tag)
                         e1 = vrowadd(e1, row_high, value, binary_tag) if two else e1
-                        value = flat_in[k + 5 * step]
+                        value = flat_in[k + np.uint64(5) * step]
                         f0 = vrowadd(f0, row, value, binary_tag)
                         f1 = vrowadd(f1, row_high, value, binary_tag) if two else f1
-                        value = flat_in[k + 6 * step]
+                        value = flat_in[k + np.uint64(6) * step]
                         g0 = vrowadd(g0, row, value, binary_tag)
                         g1 = vrowadd(g1, row_high, value, binary_tag) if two else g1
-                        value = flat_in[k + 7 * step]
+                        value = flat_in[k + np.uint64(7) * step]
                         h0 = vrowadd(h0, row, value, binary_tag)
                         h1 = vrowadd(h1, row_high, value, binary_tag) if two else h1
             vectors = 2 if two else 1
@@ -1196,7 +1202,7 @@ def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag, channels):
         pixels = inputs // channels
         for channel in range(channels):
             for pixel in range(pixels):
-                value = x[pixel * channels + channel]
+                value = x[np.uint64(pixel * channels + channel)]
                 if value == 0.0:
                     continue
                 events += 1
@@ -1240,7 +1246,7 @@ def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag,
         pixels = inputs // channels
         for channel in range(channels):
             for pixel in range(pixels):
-                k = pixel * channels + channel
+                k = np.uint64(pixel * channels + channel)
                 value = x[k]
                 value_next = x_next[k]
                 if value == 0.0 and value_next == 0.0:
