@@ -24,7 +24,7 @@ from . import kernels, reference
 from .bitpack import unpack_signs
 from .kernels.checks import check_float_conv2d, check_pool2d
 from .kernels.conv import PreparedConv2d, prepare_linear
-from .kernels.layout import _flatten_channels_first_kernel, _flatten_pair_kernel
+from .kernels.layout import _channels_last_copy, _flatten_channels_first_kernel, _flatten_pair_kernel
 from .kernels.neuron import _add_kernel, _lif_first_step_kernel, _lif_pair_kernel, _lif_step_kernel
 from .kernels.pool import avg_pool2d_hwc, avg_pool2d_hwc_pair, max_pool2d_hwc, max_pool2d_hwc_pair
 from .errors import InputError, ReverbError
@@ -413,7 +413,8 @@ class Engine:
             )
         if array.dtype == np.float32 and array.flags.c_contiguous:
             # The common case: one scan, no conversion.
-            self._check_magnitude(array)
+            if not self._fast or array.ndim != 3:
+                self._check_magnitude(array)
             return array
         self._check_magnitude(array)
         with np.errstate(over="ignore"):
@@ -448,11 +449,19 @@ class Engine:
             )
 
     def _internal(self, array: np.ndarray) -> np.ndarray:
-        """Return a (C, H, W) array in the backend's layout, as a new writable array for the Numba backend."""
+        """Return a checked (C, H, W) array in the backend's layout, as a new writable array for the Numba backend.
+
+        For the Numba backend one compiled pass copies the input channels-last
+        and finds its largest magnitude, which :meth:`_check_input` left to it.
+        """
         if self._fast and array.ndim == 3:
             # Always a copy: with one channel the transpose is already contiguous, and a view of a
             # read-only input would reach the kernels as another type and compile them again.
-            return array.transpose(1, 2, 0).copy()
+            channels, height, width = array.shape
+            internal = np.empty((height, width, channels), np.float32)
+            if not _channels_last_copy(array, internal) <= MAX_INPUT_MAGNITUDE:
+                self._check_magnitude(array)  # raises, naming the problem
+            return internal
         return array
 
     def _public(self, array: np.ndarray) -> np.ndarray:
@@ -772,15 +781,18 @@ class Engine:
                 if supplied is not None:
                     fixed = {name: tuple(f(start + slot, slot) for slot in range(len(block))) for name, f in supplied.items()}
                 self._keep = start + 2 < count
-                for out in self._run_block(block, cache, supplied=fixed):
-                    if total is None:
-                        total = out.astype(np.float32, copy=True)
-                    else:
+                outputs = self._run_block(block, cache, supplied=fixed)
+                if total is None:
+                    # A new array: the outputs live in buffers that the next block overwrites.
+                    total = outputs[0] + outputs[1] if len(outputs) == 2 else outputs[0].copy()
+                else:
+                    for out in outputs:
                         total += out
         finally:
             self._keep = True
             self.reset()
-        return self._finite_scores(self._public(total / np.float32(count)))
+        total /= np.float32(count)
+        return self._finite_scores(self._public(total) if total.ndim == 3 else total)
 
     def _exclusive(self) -> "_Exclusive":
         """Raise instead of letting two threads mix their membrane potentials in one engine."""

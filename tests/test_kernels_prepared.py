@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from reverb_edge import reference
 from reverb_edge.kernels.checks import check_float_conv2d
 from reverb_edge.kernels.conv import PreparedConv2d, prepare_linear, weight_rows
-from reverb_edge.kernels.layout import flatten_channels_first
+from reverb_edge.kernels.layout import _channels_last_copy, flatten_channels_first
 
 from test_kernels import ConvCase, fitting_case, assert_within, conv_inputs, conv_magnitude, sign_weights, sum_tolerance
 
@@ -207,3 +207,18 @@ def test_depthwise_kernel_threads_change_no_bit(rng):
 def test_flatten_channels_first_matches_numpy(shape, seed):
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     np.testing.assert_array_equal(flatten_channels_first(x), x.transpose(2, 0, 1).reshape(-1))
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 5, 7), (2, 1, 1)])
+def test_channels_last_copy_matches_numpy(rng, shape):
+    """The engine's input pass equals NumPy's transpose, and finds the largest magnitude, NaN and infinity included."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[0] = -7.5
+    out = np.empty((shape[1], shape[2], shape[0]), np.float32)
+
+    assert _channels_last_copy(x, out) == np.abs(x).max() == 7.5
+    np.testing.assert_array_equal(out, x.transpose(1, 2, 0))
+    x.flat[-1] = -np.inf
+    assert _channels_last_copy(x, out) == np.inf
+    x.flat[0] = np.nan
+    assert np.isnan(_channels_last_copy(x, out))

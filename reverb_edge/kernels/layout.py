@@ -33,3 +33,22 @@ def _flatten_pair_kernel(x, x_next, out, out_next):
     """Flatten two timesteps' maps in one compiled call."""
     _flatten_channels_first_kernel(x, out)
     _flatten_channels_first_kernel(x_next, out_next)
+
+
+@njit(**NJIT_OPTIONS)
+def _channels_last_copy(x, out):
+    """Copy ``x`` (C, H, W) into ``out`` (H, W, C); return the largest absolute value, NaN if there is a NaN.
+
+    One pass does the engine's input check and its change of layout.
+    """
+    channels, height, width = x.shape
+    largest = np.float32(0.0)
+    not_a_number = False
+    for c in range(channels):
+        for y in range(height):
+            for column in range(width):
+                value = x[c, y, column]
+                out[y, column, c] = value
+                largest = max(largest, abs(value))
+                not_a_number |= value != value
+    return np.float64(np.nan) if not_a_number else np.float64(largest)
