@@ -75,7 +75,7 @@ def check_threads(threads) -> int:
     return int(threads)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: the engine updates these counters at every node of every call
 class LayerStats:
     """Activity of one node, summed over its evaluations since the last reset of the statistics.
 
@@ -323,6 +323,7 @@ class Engine:
         # again (the call ends with a reset), so the kernels may skip storing them.
         self._keep = True
         self._nodes = {node.name: node for node in graph.nodes}
+        self._output_name = graph.output_name
         self._neuron_constants = {
             node.name: (np.float32(node.tau), np.float32(node.threshold)) for node in graph.nodes if node.stateful
         }
@@ -679,6 +680,7 @@ class Engine:
         n = len(xs)
         values: dict[str, tuple[np.ndarray, ...]] = {"input": xs}
         stats_by_name = self.stats
+        neuron_kind, firing_kind, synapses_kind = self._NEURON, self._FIRING, self._SYNAPSES
         if record is not None:
             plan = self._plan
         elif supplied is not None:
@@ -700,7 +702,7 @@ class Engine:
             steps = 1 if once else n
             stats = stats_by_name[name]
             stats.timesteps += steps
-            if kind == self._NEURON:
+            if kind == neuron_kind:
                 current = values[sources[0]]
                 if steps == 2 and pair is not None:
                     spikes, spikes_next, fired, fired_next = pair(current[0], current[1])
@@ -712,7 +714,7 @@ class Engine:
                         spikes, fired = function(current[slot], slot)
                         stats.spikes += int(fired)
                         outputs.append(spikes)
-            elif kind == self._FIRING:
+            elif kind == firing_kind:
                 x_in = values[sources[0]]
                 conv, lif, conv_once = merged
                 synapses = stats_by_name[conv]
@@ -733,7 +735,7 @@ class Engine:
                     outputs = [spikes]
                     synapses.input_events += events
                     neurons.spikes += fired
-            elif kind == self._SYNAPSES:
+            elif kind == synapses_kind:
                 x_in = values[sources[0]]
                 if merged is not None:  # a Flatten merged away
                     stats_by_name[merged[0]].timesteps += steps
@@ -762,7 +764,7 @@ class Engine:
             values[name] = tuple(outputs)
             if record is not None:
                 record.setdefault(name, []).extend(self._public(output) for output in outputs)
-        return values[self.graph.output_name]
+        return values[self._output_name]
 
     def _run_timesteps(self, inputs, cache=None, supplied=None) -> np.ndarray:
         """Run the timesteps of ``inputs`` (a sequence of inputs), two at a time; return the mean readout.
