@@ -819,7 +819,8 @@ def _fire_row_pair(flat_spikes, flat_next, flat_membrane, first_at, lag, out_wid
             spike = potential >= threshold
             flat_spikes[j] = potential if spike else zero
             fired += 1 if spike else 0
-            potential = tau * (zero if spike else potential) + (current if repeat else flat_next[j])
+            current_next = current if repeat else flat_next[j]
+            potential = tau * (zero if spike else potential) + current_next
             spike = potential >= threshold
             flat_next[j] = potential if spike else zero
             fired_next += 1 if spike else 0
@@ -1074,7 +1075,7 @@ def _conv2d_pairs(
 def _conv2d_strips(x, bordered, rows, scale, bias, stride_h, stride_w, top, left, out, vector_tag, binary_tag):
     """The dense mode of an ungrouped layer with at most 32 outputs, eight output pixels of a row at a time.
 
-    ``bordered`` is a zeroed buffer that holds ``x`` at (top, left) with room
+    ``bordered`` is a zeroed buffer that contains ``x`` at (top, left) with room
     for every receptive field of whole strips of eight. The kernel copies
     ``x`` in, then adds every weight row of a window to the eight pixels'
     accumulators (two vectors each: 16 in all) without bounds tests. The

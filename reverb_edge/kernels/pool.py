@@ -186,7 +186,7 @@ def _max_pool_window_row(flat_x, first_row, width, channels, flat_out, out_row, 
                          channel_first, valid):
     """Pool one row of non-overlapping kh x kw windows (stride = kernel, no padding) over some channels.
 
-    ``flat_x`` holds rows of ``width`` pixels of ``channels`` channels;
+    ``flat_x`` contains rows of ``width`` pixels of ``channels`` channels;
     the windows cover rows [first_row, first_row + kernel_h). Output pixel
     ox of row ``out_row`` receives the maximum over its window for channels
     [channel_first, channel_first + valid), in the order and with the NaN
