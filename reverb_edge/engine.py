@@ -438,6 +438,9 @@ class Engine:
         which never fire: the scores then look valid and are wrong.
         """
         largest = np.abs(array).max()
+        if float(np.finfo(largest.dtype).max) < MAX_INPUT_MAGNITUDE:
+            # float16: the limit would turn into infinity in the comparison, so compare in float64.
+            largest = np.float64(largest)
         if largest <= MAX_INPUT_MAGNITUDE:
             return
         if not np.isfinite(largest):

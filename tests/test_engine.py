@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import threading
+import warnings
 
 import numba
 import numpy as np
@@ -99,6 +100,19 @@ def test_engine_predict_leaves_the_engine_reset(tmp_path, rng, backend, timestep
     np.testing.assert_array_equal(engine.step(x), expected)
     engine.predict_frames(np.stack([other] * timesteps))
     np.testing.assert_array_equal(engine.step(x), expected)
+
+
+def test_engine_float16_input_checked_without_warning(mnist_like_path):
+    """float16 input passes without a warning, and its infinity gets the NaN-or-infinity message."""
+    engine = Engine.load(mnist_like_path)
+    x = np.zeros(engine.input_spec.shape, np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.predict(x)
+
+    x[0, 3, 4] = np.inf
+    with pytest.raises(InputError, match="NaN or infinity"):
+        engine.predict(x)
 
 
 def test_engine_predict_is_repeatable(every_node_path, rng):
