@@ -19,6 +19,8 @@ values: constants finite, padding bits of packed rows zero.
 from __future__ import annotations
 
 import logging
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "reverb-edge"
 FORMAT_VERSION = "1"
+# Metadata key of the CRC-32 of the tensor data (8 hex digits), which load_model checks where present: without
+# it a flipped bit in a weight loads silently. Files written before it existed, or by other tools, have none.
+CHECKSUM_KEY = "data_crc32"
 FILE_SUFFIX = ".reverb"
 
 
@@ -110,6 +115,7 @@ def save_model(path: str | Path, graph: Graph, tensors: dict[str, np.ndarray]) -
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "graph": graph.to_json(),
+        CHECKSUM_KEY: data_checksum(arrays),
     }
     write_container(path, arrays, metadata)
     logger.info("wrote %s (%d bytes, %d tensors)", path, path.stat().st_size, len(arrays))
@@ -142,4 +148,27 @@ def load_model(path: str | Path, *, use_mmap: bool = True) -> Model:
         raise ModelFileError(f"{path}: invalid graph: {err}") from err
 
     validate_tensors(graph, container.tensors, str(path))
+    # Last: the checks above name a specific problem where there is one.
+    stored = metadata.get(CHECKSUM_KEY)
+    if stored is not None:
+        if not re.fullmatch(r"[0-9a-f]{8}", stored):
+            raise ModelFileError(
+                f"{path}: the header's {CHECKSUM_KEY} is {stored!r}, expected 8 hex digits; re-export the model"
+            )
+        computed = data_checksum(container.tensors)
+        if computed != stored:
+            raise ModelFileError(
+                f"{path}: the tensor data has CRC-32 {computed}, but the header records {stored}; the file is "
+                "damaged: copy it again, or export it again from its checkpoint"
+            )
     return Model(graph=graph, tensors=container.tensors, path=path, file_size=container.file_size)
+
+
+def data_checksum(tensors: dict[str, np.ndarray]) -> str:
+    """Return the CRC-32 of the tensors' little-endian bytes, in tensor-name order, as 8 hex digits."""
+    crc = 0
+    for name in sorted(tensors):
+        array = tensors[name]
+        little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        crc = zlib.crc32(little_endian.reshape(-1).view(np.uint8), crc)
+    return f"{crc:08x}"

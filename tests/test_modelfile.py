@@ -9,7 +9,7 @@ import pytest
 
 from reverb_edge.container import read_container, write_container
 from reverb_edge.errors import ModelFileError
-from reverb_edge.modelfile import FORMAT_NAME, FORMAT_VERSION, load_model, save_model
+from reverb_edge.modelfile import CHECKSUM_KEY, FORMAT_NAME, FORMAT_VERSION, data_checksum, load_model, save_model
 
 from helpers import every_node_graph, mnist_like_graph, random_tensors
 
@@ -23,11 +23,16 @@ def model_path(tmp_path, rng):
 
 
 def _rewrite(path, tensors=None, metadata=None):
-    """Rewrite a valid file with changed tensors or metadata, bypassing the model-level checks."""
+    """Rewrite a valid file with changed tensors or metadata, bypassing the model-level checks.
+
+    Changed tensors get a new checksum, as a faulty exporter would write, so the loader's other checks meet them.
+    """
     with read_container(path, use_mmap=False) as container:
         new_tensors = {name: np.array(array) for name, array in container.tensors.items()}
         new_metadata = dict(container.metadata)
     new_tensors.update(tensors or {})
+    if tensors:
+        new_metadata[CHECKSUM_KEY] = data_checksum(new_tensors)
     new_metadata.update(metadata or {})
     write_container(path, new_tensors, new_metadata)
 
@@ -198,3 +203,28 @@ def test_model_png_renamed_rejected(tmp_path):
     renamed = path.rename(tmp_path / "digit.reverb")
     with pytest.raises(ModelFileError):
         load_model(renamed)
+
+
+@pytest.mark.parametrize("offset", [-1, -2, -40])
+def test_model_flipped_data_bit_rejected(model_path, offset):
+    """A flipped bit in the tensor data, which every other check passes, fails the checksum with the fix."""
+    raw = bytearray(model_path.read_bytes())
+    raw[offset] ^= 0x10
+    model_path.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="CRC-32 .* but the header records .*copy it again"):
+        load_model(model_path)
+
+
+def test_model_without_checksum_loads(model_path):
+    """Files from before the checksum, or from other writers, load without one."""
+    with read_container(model_path, use_mmap=False) as container:
+        tensors = {name: np.array(array) for name, array in container.tensors.items()}
+        metadata = {key: value for key, value in container.metadata.items() if key != CHECKSUM_KEY}
+    write_container(model_path, tensors, metadata)
+    assert load_model(model_path).graph == every_node_graph()
+
+
+def test_model_malformed_checksum_rejected(model_path):
+    _rewrite(model_path, metadata={CHECKSUM_KEY: "xyz"})
+    with pytest.raises(ModelFileError, match="expected 8 hex digits"):
+        load_model(model_path)
