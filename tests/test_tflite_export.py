@@ -1,5 +1,6 @@
 """TFLite export: LiteRT runs of the exported dense network against the engine."""
 
+import subprocess
 import sys
 
 import numpy as np
@@ -526,3 +527,22 @@ def test_resnet20_parity(tmp_path):
     assert names.count("AVERAGE_POOL_2D") == 2
     assert runner.delegate_report.partitions == 1
     assert runner.delegate_report.delegated_nodes == runner.delegate_report.total_nodes
+
+
+def test_runner_keeps_native_info_off_stderr(tmp_path, mnist_engine):
+    """TFLite's "Created ... XNNPACK delegate" line goes to the debug log, not to the terminal.
+
+    TFLite prints that line once per process, so a new process builds the runner.
+    """
+    path = export_tflite(mnist_engine.model, tmp_path / "quiet.tflite")
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format='%(message)s')\n"
+        "from reverb_edge.benchmark.litert import LiteRTRunner\n"
+        "LiteRTRunner(sys.argv[1])\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "XNNPACK" not in completed.stderr
+    assert "LiteRT: INFO: Created TensorFlow Lite XNNPACK delegate" in completed.stdout

@@ -8,8 +8,11 @@ exported with ``frames=True`` takes (T, C, H, W) frames instead, as
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +79,11 @@ class LiteRTRunner:
         )
         self.path = path
         self.threads = threads
-        self.interpreter = module.Interpreter(
-            model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver
-        )
-        self.interpreter.allocate_tensors()
+        with _native_stderr_to_log():
+            self.interpreter = module.Interpreter(
+                model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver
+            )
+            self.interpreter.allocate_tensors()
 
         (input_details,) = self.interpreter.get_input_details()
         (output_details,) = self.interpreter.get_output_details()
@@ -138,6 +142,38 @@ class LiteRTRunner:
             return scores.copy()
         np.copyto(out, scores)
         return out
+
+
+@contextlib.contextmanager
+def _native_stderr_to_log():
+    """Send what native code writes to file descriptor 2 meanwhile to this module's logger.
+
+    TFLite's C++ logger prints "INFO: Created TensorFlow Lite XNNPACK
+    delegate for CPU." straight to the process's stderr when an interpreter
+    is built. Its C++ API can set that logger's level, but no such setting
+    was found in the Python API. Lines that start with "INFO:" are logged at
+    debug level, any other line as a warning.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        # No file descriptor 2 to redirect (a closed or replaced stderr): leave the output alone.
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", errors="replace").splitlines():
+                if not line.strip():
+                    continue
+                level = logging.DEBUG if line.startswith("INFO:") else logging.WARNING
+                logger.log(level, "LiteRT: %s", line)
 
 
 def _delegate_report(interpreter: Any) -> DelegateReport:
