@@ -413,7 +413,8 @@ class Engine:
                 "turn images into it with engine.preprocess(image)"
             )
         if array.dtype == np.float32 and array.flags.c_contiguous:
-            # The common case: one scan, no conversion.
+            # The common case: one scan, no conversion. For the Numba backend that scan is part of the
+            # copy in _internal, which every caller applies next.
             if not self._fast or array.ndim != 3:
                 self._check_magnitude(array)
             return array

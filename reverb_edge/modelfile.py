@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "reverb-edge"
 FORMAT_VERSION = "1"
-# Metadata key of the CRC-32 of the tensor data (8 hex digits), which load_model checks where present: without
-# it a flipped bit in a weight loads silently. Files written before it existed, or by other tools, have none.
+# Metadata key of the CRC-32 of the tensor data (8 hex digits). load_model checks it where present, because a
+# flipped bit in a weight passes every other check. Files written before it existed, or by other tools, have none.
 CHECKSUM_KEY = "data_crc32"
 FILE_SUFFIX = ".reverb"
 

@@ -88,7 +88,7 @@ def test_engine_step_keeps_state(every_node_path, rng):
 
 @pytest.mark.parametrize("backend", ["numba", "reference"])
 @pytest.mark.parametrize("timesteps", [1, 2, 3, 4])
-def test_engine_predict_leaves_the_engine_reset(tmp_path, rng, backend, timesteps):
+def test_predict_leaves_engine_reset(tmp_path, rng, backend, timesteps):
     """After predict and predict_frames, step starts from zero potentials, though the last timesteps skipped storing them."""
     graph = mnist_like_graph(timesteps)
     engine = Engine.load(save_model(tmp_path / "m.reverb", graph, random_tensors(graph, rng)), backend=backend)
@@ -102,7 +102,7 @@ def test_engine_predict_leaves_the_engine_reset(tmp_path, rng, backend, timestep
     np.testing.assert_array_equal(engine.step(x), expected)
 
 
-def test_engine_float16_input_checked_without_warning(mnist_like_path):
+def test_float16_input_checked_quietly(mnist_like_path):
     """float16 input passes without a warning, and its infinity gets the NaN-or-infinity message."""
     engine = Engine.load(mnist_like_path)
     x = np.zeros(engine.input_spec.shape, np.float16)

@@ -529,7 +529,7 @@ def test_resnet20_parity(tmp_path):
     assert runner.delegate_report.delegated_nodes == runner.delegate_report.total_nodes
 
 
-def test_runner_keeps_native_info_off_stderr(tmp_path, mnist_engine):
+def test_runner_logs_native_info_line(tmp_path, mnist_engine):
     """TFLite's "Created ... XNNPACK delegate" line goes to the debug log, not to the terminal.
 
     TFLite prints that line once per process, so a new process builds the runner.

@@ -187,7 +187,7 @@ def test_pool_pair_equals_two_calls(rng, kind, shape, kernel, stride, padding):
 
 @pytest.mark.parametrize("shape", [(7, 5, 3), (1, 1, 17), (4, 4, 64), (3, 2, 1)])
 @pytest.mark.parametrize("out_features", [10, 70])
-def test_linear_reads_a_map_in_flatten_order(rng, shape, out_features):
+def test_linear_reads_map_in_flatten_order(rng, shape, out_features):
     """A Linear node reading a channels-last map directly gives the bits of Flatten then Linear, one timestep or two."""
     x, x_next = spike_like(rng, shape, 0.5), spike_like(rng, shape, 0.3)
     x_next[0, 0, 0] = 0.0
@@ -293,13 +293,13 @@ def test_conv_fire_equals_conv_then_lif(
     keep=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_conv_fire_with_pooling_equals_fire_then_pool(
+def test_fire_pooled_equals_fire_then_pool(
     groups, group_channels, group_out, kernel, stride, dilation, padding, extra, pool, density, following, threads,
     fresh, keep, seed,
 ):
     """Pooling the spikes row by row inside the kernel gives the pooled maps, potentials and counts of fire then pool.
 
-    On one thread the kernel keeps only pool_h output rows of spikes; the
+    On one thread the kernel keeps only pool_h output rows of spikes. The
     rows that no pooling window covers (an odd last row under 2 x 2) still
     update their membrane potentials.
     """

@@ -282,7 +282,7 @@ class PreparedConv2d:
         return events, events_next, fired, fired_next
 
     def _fire_repeated(self, x, neuron, fresh, threads, keep, pool) -> tuple[int, int, int, int]:
-        """:meth:`fire` with the same input at both timesteps: one pass of the layer, two neuron steps."""
+        """Run :meth:`fire` with the same input at both timesteps: one pass of the layer, two neuron steps."""
         membrane, tau, threshold, spikes, spikes_next = neuron
         if self.bordered is not None and self.popcount is None and (threads == 1 or spikes.shape[0] == 1):
             events = int(np.count_nonzero(x))
@@ -1080,9 +1080,9 @@ def _conv2d_strips(x, bordered, rows, scale, bias, stride_h, stride_w, top, left
     ``x`` in, then adds every weight row of a window to the eight pixels'
     accumulators (two vectors each: 16 in all) without bounds tests. The
     zero border adds +0 or -0 where the general kernel skips the padding,
-    which leaves a sum that starts at +0 unchanged, and the rest is summed
-    in the general kernel's order (ky, kx, c), so the result is the same bit
-    for bit. On the MNIST model's first layer (1 to 32 channels, 28 x 28)
+    which leaves a sum that starts at +0 unchanged. The other terms are
+    summed in the general kernel's order (ky, kx, c), so the result is the
+    same bit for bit. On the MNIST model's first layer (1 to 32 channels, 28 x 28)
     the pixel-pair kernel spends most of its time on loop overhead, because
     each kernel row has only three inputs.
     """
