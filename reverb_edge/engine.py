@@ -31,6 +31,7 @@ from .errors import InputError, ReverbError
 from .graph import Graph, InputSpec
 from .modelfile import Model, load_model, validate_tensors
 from .nodes import LIF, Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Node
+from .program import FALLBACK, NOT_FINITE, Program, build_program
 from .registry import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ def check_threads(threads) -> int:
             "or NUMBA_NUM_THREADS when set)"
         )
     return int(threads)
+
+
+_UNBUILT = object()  # Engine._program before the first predict
 
 
 @dataclass(slots=True)  # slots: the engine updates these counters at every node of every call
@@ -340,7 +344,10 @@ class Engine:
         self._fused_plan = self._fuse(self._plan, invariant="once" if graph.timesteps <= 2 else "apart")
         self._supplied_plan = self._fuse(self._plan, invariant="apart")
         self._busy = threading.Lock()
-        self.stats: dict[str, LayerStats] = {}
+        # The compiled predict (see reverb_edge.program), built by the first predict call; None where
+        # programs do not cover this network.
+        self._program: Program | None | object = _UNBUILT
+        self._stats: dict[str, LayerStats] = {}
         self.reset_stats()
 
     @classmethod
@@ -384,15 +391,24 @@ class Engine:
         for membrane in self._membranes.values():
             membrane.fill(0.0)
 
+    @property
+    def stats(self) -> dict[str, LayerStats]:
+        """The activity of each node (LayerStats by node name) since the last :meth:`reset_stats`."""
+        if isinstance(self._program, Program):
+            self._program.flush(self._stats)
+        return self._stats
+
     def reset_stats(self) -> None:
         """Zero the per-layer activity counters."""
-        self.stats = {}
+        self._stats = {}
         for node in self.graph.nodes:
             kind = node.type_name
             stats = LayerStats(node.name, kind)
             if node.stateful:
                 stats.neurons = int(np.prod(self.graph.shapes[node.name]))
-            self.stats[node.name] = stats
+            self._stats[node.name] = stats
+        if isinstance(self._program, Program):
+            self._program.clear()
 
     def preprocess(self, image) -> np.ndarray:
         """Turn a PIL image or a uint8 array into the normalised (C, H, W) float32 input."""
@@ -619,6 +635,8 @@ class Engine:
             )
             return outputs[0], outputs[1], events, events_next, fired, fired_next
 
+        # For reverb_edge.program, which calls the kernels with these buffers itself.
+        fire.pooling, fire_pair.pooling = pooling[0], pooling_pair
         return fire, fire_pair
 
     def _kind(self, node: Node) -> int:
@@ -683,7 +701,7 @@ class Engine:
         """
         n = len(xs)
         values: dict[str, tuple[np.ndarray, ...]] = {"input": xs}
-        stats_by_name = self.stats
+        stats_by_name = self._stats
         neuron_kind, firing_kind, synapses_kind = self._NEURON, self._FIRING, self._SYNAPSES
         if record is not None:
             plan = self._plan
@@ -825,12 +843,36 @@ class Engine:
         :meth:`step` starts from zero membrane potentials.
 
         Nodes upstream of every neuron see the same input at each timestep, so
-        they run once and their output is reused.
+        they run once and their output is reused. Where it can, the engine
+        runs the whole call as one compiled function (see
+        :mod:`reverb_edge.program`), built and cached by the first call.
         """
-        x = self._internal(self._check_input(x))
+        x = self._check_input(x)
         with self._exclusive():
+            program = self._predict_program()
+            if program is not None:
+                largest, scores, status = program(x)
+                if status != FALLBACK:
+                    self.reset()
+                    if status == NOT_FINITE:
+                        self._finite_scores(scores)  # raises
+                    return scores
+            x = self._internal(x)
             self.reset()
             return self._run_timesteps((x,) * self.timesteps, cache={})
+
+    def _predict_program(self) -> Program | None:
+        """Return the compiled predict of this engine, building it at the first call; None where there is none.
+
+        Programs run on one thread; with more, predict runs the plan.
+        """
+        if self.threads != 1:
+            return None
+        if self._program is _UNBUILT:
+            self._program = build_program(self, MAX_INPUT_MAGNITUDE) if self._fast else None
+            if self._program is not None:
+                logger.debug("predict runs %s", self._program.path)
+        return self._program
 
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """Reset, run one timestep per frame of ``frames`` (T, C, H, W), return the mean readout.

@@ -1,0 +1,229 @@
+"""The compiled predict (reverb_edge.program) against the engine's plan: same scores bit for bit, same statistics."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from helpers import mnist_like_graph, random_tensors
+from reverb_edge import Engine, InputError
+from reverb_edge.bitpack import pack_signs
+from reverb_edge.datasets import load_mnist
+from reverb_edge.graph import Graph, InputSpec
+from reverb_edge.modelfile import Model
+from reverb_edge.nodes import LIF, Add, Conv2d, Flatten, Linear, MaxPool2d
+from reverb_edge.program import DISABLE_VARIABLE, FALLBACK, Program, program_folder
+
+
+def engines(model: Model, monkeypatch) -> tuple[Engine, Engine]:
+    """Return an engine that runs programs and one that runs its plan, over the same model."""
+    with monkeypatch.context() as patch:
+        patch.setenv(DISABLE_VARIABLE, "0")
+        plain = Engine(model)
+        plain.predict(np.zeros(model.graph.input.shape, np.float32))
+    compiled = Engine(model)
+    compiled.predict(np.zeros(model.graph.input.shape, np.float32))
+    plain.reset_stats()
+    compiled.reset_stats()
+    assert plain._program is None
+    return compiled, plain
+
+
+def assert_same(compiled: Engine, plain: Engine, inputs) -> None:
+    for x in inputs:
+        np.testing.assert_array_equal(compiled.predict(x), plain.predict(x))
+    assert compiled.layer_stats() == plain.layer_stats()
+
+
+def test_shipped_mnist_model_on_real_digits(mnist_dir, monkeypatch):
+    """The shipped model takes the program, and 300 real test digits give the plan's scores and statistics."""
+    model = Engine.load("mnist").model
+    compiled, plain = engines(model, monkeypatch)
+    assert isinstance(compiled._program, Program)
+    assert compiled._program.path.parent == program_folder()
+    images, _ = load_mnist(mnist_dir, "test")
+    inputs = [compiled.preprocess(image) for image in images[:300]]
+    assert_same(compiled, plain, inputs)
+
+    # The engine is left reset, as after the plan: a step starts from zero membrane potentials.
+    np.testing.assert_array_equal(compiled.step(inputs[0]), plain.step(inputs[0]))
+
+
+def chain_graph(channels: tuple[int, ...], timesteps: int, stride: int = 1, padding: int = 1, dilation: int = 1,
+                groups: int = 1, pool: bool = True, hidden: int = 0) -> Graph:
+    """Return a chain of 3 x 3 convolutions with neurons, a Flatten and a readout.
+
+    The first convolution has ``stride``. With ``pool``, a 2 x 2 max pooling
+    follows its neurons. The later convolutions have ``groups`` where the
+    channels allow it, and a dilation of ``dilation`` along y. ``hidden`` > 0
+    adds a linear layer with neurons before the readout.
+    """
+    spec = InputSpec((channels[0], 13, 12), (0.0,) * channels[0], (1.0,) * channels[0], False, tuple("abcde"))
+    nodes = []
+    for index, (inputs, outputs) in enumerate(zip(channels, channels[1:])):
+        later = index > 0
+        nodes += [
+            Conv2d(f"conv{index}", in_channels=inputs, out_channels=outputs, kernel_size=3, stride=1 if later else stride,
+                   padding=(padding + dilation - 1, padding) if later else padding,
+                   dilation=(dilation, 1) if later else 1,
+                   groups=groups if later and inputs % groups == 0 and outputs % groups == 0 else 1),
+            LIF(f"lif{index}", tau=0.5, threshold=0.3),
+        ]
+        if pool and not later:
+            nodes.append(MaxPool2d(f"pool{index}", kernel_size=2, stride=2))
+    nodes.append(Flatten("flatten"))
+    unlabelled = InputSpec(spec.shape, spec.mean, spec.std, False, ())
+    features = Graph(unlabelled, tuple(nodes), timesteps=timesteps).shapes["flatten"][0]
+    if hidden:
+        nodes += [Linear("hidden", in_features=features, out_features=hidden), LIF("hidden_lif", tau=0.25, threshold=0.2)]
+        features = hidden
+    nodes.append(Linear("readout", in_features=features, out_features=5, weight_format="float32"))
+    return Graph(spec, tuple(nodes), timesteps=timesteps)
+
+
+@pytest.mark.parametrize("graph", [
+    pytest.param(chain_graph((1, 5, 17), timesteps=2), id="odd-channels"),
+    pytest.param(chain_graph((3, 33, 16), timesteps=1, stride=2, padding=0, pool=False, hidden=7), id="T1-stride-hidden-lif"),
+    pytest.param(chain_graph((2, 8, 6, 12), timesteps=2, dilation=2, groups=2, pool=False), id="dilated-grouped"),
+    pytest.param(mnist_like_graph(timesteps=2), id="mnist-like"),
+])
+def test_program_matches_the_plan(graph, monkeypatch, rng):
+    """Sparse, dense, all-zero and negative inputs give the plan's scores and statistics on networks the program covers."""
+    model = Model(graph, random_tensors(graph, rng))
+    compiled, plain = engines(model, monkeypatch)
+    assert isinstance(compiled._program, Program)
+    shape = graph.input.shape
+    sparse = np.where(rng.random(shape) < 0.3, rng.normal(0.0, 2.0, shape), 0.0).astype(np.float32)
+    inputs = [rng.normal(0.3, 1.5, shape).astype(np.float32) for _ in range(4)]
+    inputs += [sparse, np.zeros(shape, np.float32), -np.abs(inputs[0]), np.asfortranarray(inputs[1]).astype(np.float64)]
+    assert_same(compiled, plain, inputs)
+
+
+def binary_spike_model(rng) -> Model:
+    """Return a model whose second convolution gets spikes of exactly 1.0, for which the engine takes the popcount kernel."""
+    spec = InputSpec((1, 9, 10), (0.0,), (1.0,), False, tuple("ab"))
+    nodes = (
+        Conv2d("copy", in_channels=1, out_channels=16, kernel_size=1, padding=0),
+        LIF("copy_lif", tau=0.0, threshold=0.5),
+        Conv2d("wide", in_channels=16, out_channels=16, kernel_size=3, padding=1),
+        LIF("wide_lif", tau=0.5, threshold=0.3),
+        Flatten("flatten"),
+        Linear("readout", in_features=16 * 9 * 10, out_features=2, weight_format="float32"),
+    )
+    graph = Graph(spec, nodes, timesteps=2)
+    tensors = random_tensors(graph, rng)
+    # Weights of +1 with scale 1 and no bias copy a 0/1 input into 16 channels of 0/1 currents, hence spikes.
+    tensors["copy.weight"] = pack_signs(np.ones((16, 1, 1, 1)))
+    tensors["copy.scale"] = np.ones(16, np.float32)
+    tensors["copy.bias"] = np.zeros(16, np.float32)
+    return Model(graph, tensors)
+
+
+def test_popcount_inputs_fall_back_to_the_plan(monkeypatch, rng):
+    """Where the popcount kernel pays, the program hands the input back without counting it, and the plan runs it."""
+    model = binary_spike_model(rng)
+    compiled, plain = engines(model, monkeypatch)
+    assert isinstance(compiled._program, Program)
+    binary = (rng.random((1, 9, 10)) < 0.5).astype(np.float32)
+    assert compiled._program(binary)[2] == FALLBACK
+    compiled.reset_stats()
+    assert_same(compiled, plain, [binary, binary * 0.5, np.zeros_like(binary)])
+
+
+@pytest.mark.parametrize("timesteps", [2, 3])
+def test_uncovered_networks_run_the_plan(timesteps, monkeypatch, rng):
+    """A residual Add, or T > 2, leaves predict to the plan."""
+    spec = InputSpec((2, 6, 6), (0.0, 0.0), (1.0, 1.0), False, tuple("ab"))
+    nodes = (
+        Conv2d("conv", in_channels=2, out_channels=4, kernel_size=3, padding=1),
+        LIF("lif", tau=0.5, threshold=0.2),
+        Conv2d("conv2", in_channels=4, out_channels=4, kernel_size=3, padding=1),
+        LIF("lif2", tau=0.5, threshold=0.2),
+        Add("residual", inputs=("lif2", "lif")),
+        Flatten("flatten"),
+        Linear("readout", in_features=144, out_features=2),
+    )
+    graph = Graph(spec, nodes, timesteps=timesteps)
+    engine = Engine(Model(graph, random_tensors(graph, rng)))
+    engine.predict(np.ones((2, 6, 6), np.float32))
+    assert engine._program is None
+    chain = chain_graph((1, 4), timesteps=timesteps)
+    engine = Engine(Model(chain, random_tensors(chain, rng)))
+    engine.predict(np.ones((1, 13, 12), np.float32))
+    assert (engine._program is None) == (timesteps > 2)
+
+
+def test_bad_inputs_raise_as_in_the_plan(monkeypatch, rng):
+    """Too large, NaN and read-only inputs: the plan's errors and scores, and nothing counted for a rejected input."""
+    graph = mnist_like_graph()
+    compiled, plain = engines(Model(graph, random_tensors(graph, rng)), monkeypatch)
+    for value, message in ((np.nan, "NaN"), (np.float32(1e35), "far outside")):
+        x = np.zeros((1, 28, 28), np.float32)
+        x[0, 3, 4] = value
+        for engine in (compiled, plain):
+            with pytest.raises(InputError, match=message):
+                engine.predict(x)
+    assert compiled.layer_stats() == plain.layer_stats()
+    assert all(stats["timesteps"] == 0 for stats in compiled.layer_stats())
+
+    x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
+    x.flags.writeable = False
+    assert_same(compiled, plain, [x])
+
+    # A readout scaled beyond float32's range: the scores are not finite, and the input counts, as in the plan.
+    tensors = random_tensors(graph, rng)
+    tensors["fc.scale"] = np.full(10, 3e38, np.float32)
+    compiled, plain = engines(Model(graph, tensors), monkeypatch)
+    for engine in (compiled, plain):
+        with pytest.raises(InputError, match="not finite"):
+            engine.predict(np.ones((1, 28, 28), np.float32))
+    assert compiled.layer_stats() == plain.layer_stats()
+
+
+def test_engines_of_one_architecture_share_the_program(monkeypatch, rng):
+    """Two models of the same shapes (other weights and neuron constants) run one program file."""
+    first = mnist_like_graph()
+    second = Graph(first.input, tuple(LIF(node.name, tau=0.75, threshold=0.125) if isinstance(node, LIF) else node
+                                           for node in first.nodes), timesteps=first.timesteps)
+    a, b = Engine(Model(first, random_tensors(first, rng))), Engine(Model(second, random_tensors(second, rng)))
+    x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
+    a.predict(x)
+    b.predict(x)
+    assert a._program.path == b._program.path
+    monkeypatch.setenv(DISABLE_VARIABLE, "0")
+    np.testing.assert_array_equal(Engine(b.model).predict(x), b.predict(x))
+
+
+def test_damaged_program_file_rewritten(monkeypatch, rng, caplog):
+    """A program file cut short is replaced with a warning, and predict gives the plan's scores."""
+    graph = mnist_like_graph()
+    model = Model(graph, random_tensors(graph, rng))
+    path = Engine(model)._predict_program().path
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    compiled, plain = engines(model, monkeypatch)
+    assert path.read_text() == text
+    assert "is not the program it should hold" in caplog.text
+    assert_same(compiled, plain, [rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)])
+
+
+def test_no_private_folder_runs_the_plan(monkeypatch, rng, tmp_path, caplog):
+    """Without a writable cache folder, a temporary folder that others may write to is refused: predict runs the plan."""
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setattr("reverb_edge.program.cache_dir", lambda: blocked / "cache")
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    shared = tmp_path / f"reverb-edge-programs-{os.getuid()}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    graph = mnist_like_graph()
+    engine = Engine(Model(graph, random_tensors(graph, rng)))
+    x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
+    scores = engine.predict(x)
+    assert engine._program is None
+    assert "others may write to it" in caplog.text
+    monkeypatch.setenv(DISABLE_VARIABLE, "0")
+    np.testing.assert_array_equal(scores, Engine(engine.model).predict(x))
+    assert list(shared.iterdir()) == []
