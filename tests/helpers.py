@@ -82,3 +82,33 @@ class CountingCalls:
     def __call__(self, *args, **kwargs):
         self.calls += 1
         return self.inner(*args, **kwargs)
+
+
+def tflite_interpreter():
+    """Return the TFLite interpreter module that LiteRTRunner loads, or skip the caller.
+
+    LiteRTRunner takes ai-edge-litert, else tflite-runtime, so these tests run
+    on whichever is installed. The caller is skipped unless one of them and
+    the TFLite export's schema packages (tflite, flatbuffers) are installed.
+    Works at module level and inside a test.
+    """
+    import pytest
+
+    from reverb_edge.benchmark.litert import import_interpreter_module
+    from reverb_edge.benchmark.tflite_export import import_tflite_schema
+    from reverb_edge.errors import MissingExtraError
+
+    try:
+        import_tflite_schema()
+        return import_interpreter_module()
+    except MissingExtraError as err:
+        pytest.skip(str(err), allow_module_level=True)
+
+
+def xnnpack_takes_int8() -> bool:
+    """Return whether XNNPACK takes every operator of an int8 graph under the installed TFLite runtime.
+
+    Measured on x86-64: ai-edge-litert 2.3.0 delegates all 9 operators of the
+    int8 plain CNN, and tflite-runtime 2.14.0 delegates none of them.
+    """
+    return tflite_interpreter().__name__.startswith("ai_edge_litert")

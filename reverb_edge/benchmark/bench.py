@@ -13,7 +13,9 @@ converted for the run. Peers:
   checkpoint or ``module:attribute`` given as ``torch_source`` (needs the
   torch extra);
 - ``litert``: LiteRT (ai-edge-litert) with XNNPACK on the equivalent dense
-  network, exported by :mod:`reverb_edge.benchmark.tflite_export`;
+  network, exported by :mod:`reverb_edge.benchmark.tflite_export`. Without
+  ai-edge-litert, tflite-runtime runs the LiteRT peers, and the result's
+  ``tflite_runtime`` names the package that ran them;
 - ``cnn-litert``: LiteRT with XNNPACK, float32, on the plain CNN of the same
   architecture (ReLU for LIF, float weights, T = 1), trained the same way
   (:mod:`reverb_edge.converters.plain_cnn`). This is the network a user would
@@ -98,6 +100,8 @@ class Runtime:
     details: dict = field(default_factory=dict)
     # False for a peer that runs another network (the plain CNN), so that no argmax agreement applies.
     same_network: bool = True
+    # The TFLite interpreter package and version that runs a LiteRT peer, such as "tflite-runtime 2.14.0".
+    tflite_runtime: str | None = None
 
 
 @dataclass
@@ -124,6 +128,8 @@ class BenchResult:
     cold_start: dict | None = None
     score_difference: dict[str, dict[str, float]] = field(default_factory=dict)
     isolated_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The TFLite interpreter package and version that ran the LiteRT peers, or None when none ran.
+    tflite_runtime: str | None = None
 
     def same_scores(self, peer: str) -> bool:
         """Return whether an SNN peer predicts the engine's class on every input and its scores match.
@@ -173,6 +179,7 @@ class BenchResult:
             "score_difference_vs_engine": self.score_difference,
             "skipped": self.skipped,
             "peer_details": self.peer_details,
+            "tflite_runtime": self.tflite_runtime,
             "sops_per_inference": round(self.sops_per_inference),
             "effective_sops_per_s": round(self.sops_per_inference / engine_seconds),
             "fp32_add_peak_per_s": self.peak["adds_per_s"],
@@ -242,7 +249,11 @@ def cpu_peak(runs: int = 7, iterations: int = 200_000) -> dict[str, object]:
 
 
 def machine_info() -> dict[str, str]:
-    """Return the CPU model, core count and library versions for the record."""
+    """Return the CPU model, core count and library versions for the record.
+
+    Both TFLite runtimes are listed when both are installed, but only the one
+    in :attr:`BenchResult.tflite_runtime` ran the LiteRT peers.
+    """
     model = platform.processor() or platform.machine()
     try:
         match = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
@@ -336,7 +347,7 @@ def _litert_runtime(engine: Engine, threads: int, folder: Path) -> Runtime:
     details = {"xnnpack_nodes": report.delegated_nodes, "total_nodes": report.total_nodes,
                "partitions": report.partitions, "tflite_bytes": path.stat().st_size,
                "input": "frames (T, H, W, C)" if frames else "image (1, H, W, C)"}
-    return Runtime("litert", runner.predict, details=details)
+    return Runtime("litert", runner.predict, details=details, tflite_runtime=runner.runtime)
 
 
 def _shipped_name(model: str) -> str | None:
@@ -440,7 +451,7 @@ def _cnn_litert_runtime(network, extra: dict, checkpoint: Path, threads: int, fo
             "images": len(images), "source": source,
             "method": "per-tensor min/max of every activation, widened to include 0",
         }
-    return Runtime(name, runner.predict, details=details, same_network=False)
+    return Runtime(name, runner.predict, details=details, same_network=False, tflite_runtime=runner.runtime)
 
 
 def _prepare_model(model: str, folder: Path):
@@ -656,6 +667,8 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
                     "warm_cache": cold_start(model_path, empty_cache=False)}
 
     engine_labels = np.array(runtimes[0].labels)
+    # Every LiteRT peer imports the same interpreter module, so the set has at most one entry.
+    tflite_runtimes = sorted({runtime.tflite_runtime for runtime in runtimes if runtime.tflite_runtime})
     latency = {runtime.name: _latency(runtime.times_ms) for runtime in runtimes}
     isolated = {runtime.name: _latency(runtime.isolated_ms) for runtime in runtimes}
     agreement = {
@@ -732,6 +745,7 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
         cold_start=cold,
         score_difference=score_difference,
         isolated_latency_ms=isolated,
+        tflite_runtime=", ".join(tflite_runtimes) or None,
     )
 
 

@@ -68,7 +68,9 @@ from reverb_edge.registry import resolve_model
 logger = logging.getLogger(__name__)
 
 LIF_FORMS = ("select", "arith")
-INSTALL_HINT = 'pip install "reverb-edge[bench]"'
+# The bench extra also installs ai-edge-litert, which has no wheel for some boards, so a user of
+# the tflite-runtime fallback installs the two schema packages alone.
+INSTALL_HINT = 'pip install "reverb-edge[bench]", or beside tflite-runtime: pip install tflite flatbuffers'
 
 # TFLite schema constants (schema version 3): tensor types and padding modes.
 _FLOAT32 = 0

@@ -45,11 +45,13 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
 
     Peers: torch and litert run the same SNN; cnn-litert runs a plain CNN of
     the same architecture, trained the same way, in LiteRT float32, and
-    cnn-litert-int8 runs that CNN quantized to int8 after training. Ratios
-    are engine latency / peer latency (median): below 1 means the engine is
-    faster. An SNN peer that predicts another class than the engine on any
-    input, or whose scores differ (median |difference| above 1e-3), gets no
-    ratio. After the interleaved pass, each runtime runs alone over the
+    cnn-litert-int8 runs that CNN quantized to int8 after training. The
+    LiteRT peers run on ai-edge-litert, or on tflite-runtime when
+    ai-edge-litert is not installed, and the output names the one that ran.
+    Ratios are engine latency / peer latency (median): below 1 means the
+    engine is faster. An SNN peer that predicts another class than the engine
+    on any input, or whose scores differ (median |difference| above 1e-3),
+    gets no ratio. After the interleaved pass, each runtime runs alone over the
     inputs too ("alone"). Accuracy is measured against the inputs' labels.
     For event models the latencies include binning the recording into
     frames, except the engine-scatter row: the engine's event-driven first
@@ -91,6 +93,9 @@ def bench_command(model, count, threads, data, peers, cnn, torch_source, cold_st
         if "xnnpack_nodes" in details:
             click.echo(f"{name}: XNNPACK took {details['xnnpack_nodes']} of {details['total_nodes']} operators "
                        f"in {details['partitions']} partition(s)")
+    if result["tflite_runtime"] is not None:
+        litert_rows = ", ".join(name for name, details in result["peer_details"].items() if "xnnpack_nodes" in details)
+        click.echo(f"TFLite runtime of {litert_rows}: {result['tflite_runtime']}")
     for name, reason in result["skipped"].items():
         click.echo(f"{name}: skipped ({reason})")
     rates = ", ".join(f"{layer['name']} {layer['firing_rate']:.3f}" for layer in result["layers"])
