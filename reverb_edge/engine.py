@@ -344,9 +344,10 @@ class Engine:
         self._fused_plan = self._fuse(self._plan, invariant="once" if graph.timesteps <= 2 else "apart")
         self._supplied_plan = self._fuse(self._plan, invariant="apart")
         self._busy = threading.Lock()
-        # The compiled predict (see reverb_edge.program), built by the first predict call; None where
-        # programs do not cover this network.
+        # The compiled predict and predict_frames (see reverb_edge.program), each built by its first
+        # call; None where programs do not cover this network.
         self._program: Program | None | object = _UNBUILT
+        self._frames_program: Program | None | object = _UNBUILT
         self._stats: dict[str, LayerStats] = {}
         self.reset_stats()
 
@@ -394,8 +395,9 @@ class Engine:
     @property
     def stats(self) -> dict[str, LayerStats]:
         """The activity of each node (LayerStats by node name) since the last :meth:`reset_stats`."""
-        if isinstance(self._program, Program):
-            self._program.flush(self._stats)
+        for program in (self._program, self._frames_program):
+            if isinstance(program, Program):
+                program.flush(self._stats)
         return self._stats
 
     def reset_stats(self) -> None:
@@ -407,8 +409,9 @@ class Engine:
             if node.stateful:
                 stats.neurons = int(np.prod(self.graph.shapes[node.name]))
             self._stats[node.name] = stats
-        if isinstance(self._program, Program):
-            self._program.clear()
+        for program in (self._program, self._frames_program):
+            if isinstance(program, Program):
+                program.clear()
 
     def preprocess(self, image) -> np.ndarray:
         """Turn a PIL image or a uint8 array into the normalised (C, H, W) float32 input."""
@@ -874,17 +877,39 @@ class Engine:
                 logger.debug("predict runs %s", self._program.path)
         return self._program
 
+    def _predict_frames_program(self) -> Program | None:
+        """Return the compiled predict_frames of this engine, like :meth:`_predict_program`."""
+        if self.threads != 1:
+            return None
+        if self._frames_program is _UNBUILT:
+            self._frames_program = build_program(self, MAX_INPUT_MAGNITUDE, frames=True) if self._fast else None
+            if self._frames_program is not None:
+                logger.debug("predict_frames runs %s", self._frames_program.path)
+        return self._frames_program
+
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """Reset, run one timestep per frame of ``frames`` (T, C, H, W), return the mean readout.
 
         This is the path for inputs that change over time, such as binned DVS
-        events; any number of frames is accepted.
+        events; any number of frames is accepted. Float32 frames in one
+        C-contiguous array run as one compiled function where the network
+        allows it (see :mod:`reverb_edge.program`).
         """
         frames = np.asarray(frames)
         if frames.ndim != len(self.input_spec.shape) + 1 or len(frames) == 0:
             raise InputError(
                 f"frames have shape {frames.shape}, expected (T, {', '.join(map(str, self.input_spec.shape))}) with T >= 1"
             )
+        if frames.dtype == np.float32 and frames.flags.c_contiguous and frames.shape[1:] == self.input_spec.shape:
+            with self._exclusive():
+                program = self._predict_frames_program()
+                if program is not None:
+                    largest, scores, status = program(frames)
+                    if status != FALLBACK:
+                        self.reset()
+                        if status == NOT_FINITE:
+                            self._finite_scores(scores)  # raises
+                        return scores
         checked = [self._internal(self._check_input(frame)) for frame in frames]
         with self._exclusive():
             self.reset()

@@ -20,11 +20,14 @@ function next to it, like the kernels. A new architecture compiles once: for
 the MNIST model that took about 7 s on top of its kernels on the benchmark
 machine (docs/engine.md), and ``reverb-edge warmup`` does it at install.
 
-A program covers ``Engine.predict`` on one thread with T <= 2, for networks
-of convolutions merged with their neurons (and max pooling), linear layers
-and LIF nodes. :func:`build_program` returns None for anything else, and
-the engine then runs its plan as before; the results are the same bit for
-bit either way.
+There are two kinds: ``predict`` (direct encoding, T <= 2) and
+``predict_frames`` (any even number of frames, which covers binned events).
+Both run on one thread, for networks of convolutions merged with their
+neurons (and max pooling), linear layers and LIF nodes. :func:`build_program`
+returns None for anything else, and the engine then runs its plan as
+before. Rare inputs go back to the plan too: an odd number of frames, spikes
+dense enough for a convolution's dense mode, binary spikes for the popcount
+kernel. The results are the same bit for bit either way.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ from numba import njit
 
 from reverb_edge.kernels.conv import _conv2d_pairs, _conv2d_strips, _fire_row_pair, _linear_events, _linear_events_pair, _list_row_events
 from reverb_edge.kernels.layout import _channels_last_copy
-from reverb_edge.kernels.neuron import _lif_first_step_kernel, _lif_pair_kernel
+from reverb_edge.kernels.neuron import _lif_first_step_kernel, _lif_pair_kernel, _lif_step_kernel
 from reverb_edge.kernels.pool import _max_pool2d_kernel
 
 
@@ -130,7 +133,7 @@ class _Writer:
         self._names: dict[int, str] = {}
         self.constants: list[np.float32] = []
         self.counters = 0
-        self.input = ""
+        self.inputs: list[str] = []  # the names of the channels-last input buffers
 
     def array(self, array: np.ndarray, name: str | None = None) -> str:
         """Name a buffer or weight array: the program works on its own copy (see :func:`_pack`)."""
@@ -159,23 +162,26 @@ class _Writer:
 
 
 class Program:
-    """A compiled ``predict`` for one engine, with the statistics it has counted and not yet handed over.
+    """A compiled ``predict`` or ``predict_frames`` for one engine, with the statistics it has not yet handed over.
 
-    Calling it runs one inference on a checked float32 (C, H, W) input
-    and returns the class scores, as ``Engine.predict`` does, with what the
-    engine needs to check the input and the scores. The counts of
-    non-zero inputs and spikes accumulate in an array; :meth:`flush` adds
-    them, with the per-inference constants, to the engine's LayerStats.
+    Calling it runs one inference on a checked float32 input, (C, H, W) or
+    frames (T, C, H, W). It returns the class scores as the engine's method
+    does, with what the engine needs to check the input and the scores. The
+    counts of non-zero inputs and spikes accumulate in an array, and
+    :meth:`flush` adds them, with the counts that depend only on the number
+    of calls and timesteps, to the engine's LayerStats.
     """
 
     def __init__(self, function, arenas: tuple[np.ndarray, ...], counts: np.ndarray, counted: list[tuple[str, str, int]],
-                 fixed: list[tuple[str, str, int]], limit: float, path: Path) -> None:
+                 fixed: list[tuple[str, str, int, int]], frames: bool, limit: float, path: Path) -> None:
         self._function = function
         self._arenas = arenas
         self._counts = counts
         self._counted = counted
         self._fixed = fixed
-        self._pending = 0
+        self._frames = frames
+        self._calls = 0
+        self._timesteps = 0
         self.limit = limit
         self.path = path
 
@@ -183,23 +189,25 @@ class Program:
         """Run one inference; return (largest input magnitude, class scores, status).
 
         The status is FINISHED, NOT_FINITE (the scores are not finite) or
-        FALLBACK: the input is beyond the magnitude limit, or one of its
-        layers needs a kernel that the program does not call. The program
-        then stops, counts nothing, and the engine's plan must run it.
+        FALLBACK: an input value is beyond the magnitude limit, or a layer
+        needs a kernel that the program does not call. The program then
+        stops, counts nothing, and the engine's plan must run the input.
         """
         if not x.flags.writeable:
             x = x.copy()  # a read-only array is another Numba type, which would compile the program again
         largest, scores, status = self._function(x, *self._arenas)
         if status != FALLBACK:
-            self._pending += 1
+            self._calls += 1
+            self._timesteps += len(x) if self._frames else 0
         return largest, scores, status
 
     def flush(self, stats: dict) -> None:
         """Add the counts since the last flush to ``stats`` (LayerStats by node name)."""
-        if self._pending == 0:
+        if self._calls == 0:
             return
-        for name, field, increment in self._fixed:
-            setattr(stats[name], field, getattr(stats[name], field) + increment * self._pending)
+        for name, field, per_call, per_timestep in self._fixed:
+            increment = per_call * self._calls + per_timestep * self._timesteps
+            setattr(stats[name], field, getattr(stats[name], field) + increment)
         for name, field, index in self._counted:
             setattr(stats[name], field, getattr(stats[name], field) + int(self._counts[index]))
         self.clear()
@@ -207,36 +215,37 @@ class Program:
     def clear(self) -> None:
         """Drop the counts since the last flush (the engine's statistics were reset)."""
         self._counts[:] = 0
-        self._pending = 0
+        self._calls = 0
+        self._timesteps = 0
 
 
-def build_program(engine: "Engine", limit: float) -> Program | None:
-    """Write, import and return the program of ``engine``'s ``predict``, or None where programs do not cover it.
+def build_program(engine: "Engine", limit: float, frames: bool = False) -> Program | None:
+    """Write, import and return the program of ``engine``'s ``predict`` (or ``predict_frames``); None where none covers it.
 
     ``limit`` is the largest input magnitude the engine accepts.
     """
     if os.environ.get(DISABLE_VARIABLE, "1") == "0":
         return None
     try:
-        writer, outputs, counted, fixed = _write(engine)
+        writer, outputs, counted, fixed = _write_frames(engine) if frames else _write_predict(engine)
         counts = np.zeros(max(1, writer.counters), np.int64)
         writer.array(np.array(writer.constants or [0.0], np.float32), "c")
         writer.array(counts, "n")
         arenas, places = _pack(writer.arrays)
     except _Unsupported as reason:
-        logger.debug("predict runs the engine's plan: %s", reason)
+        logger.debug("%s runs the engine's plan: %s", "predict_frames" if frames else "predict", reason)
         return None
-    source = _source(writer, places, outputs, limit)
+    source = (_frames_source if frames else _predict_source)(writer, places, outputs, limit)
     name = "reverb_program_" + hashlib.sha256(source.encode()).hexdigest()[:20]
     try:
         path = _store(program_folder(), name, source)
-        function = _import(name, path).predict
+        function = getattr(_import(name, path), "predict_frames" if frames else "predict")
     except (OSError, ImportError, SyntaxError) as error:
-        logger.warning("could not store the compiled program of this network (%s); predict runs the engine's plan", error)
+        logger.warning("could not store the compiled program of this network (%s); it runs the engine's plan", error)
         return None
     key, offset = places[-1]
     counts = arenas[key][offset:offset + counts.size]  # the program counts into its copy
-    return Program(function, tuple(arenas.values()), counts, counted, fixed, limit, path)
+    return Program(function, tuple(arenas.values()), counts, counted, fixed, frames, limit, path)
 
 
 def _pack(arrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
@@ -322,24 +331,30 @@ def _import(name: str, path: Path):
     return module
 
 
-def _source(writer: _Writer, places: list[tuple[str, int]], outputs: tuple[str, ...], limit: float) -> str:
-    """Return the program's module: the kernels' hash, the imports and ``predict``.
+def _views(writer: _Writer, places: list[tuple[str, int]]) -> tuple[str, list[str]]:
+    """Return the arena parameters of a program and the lines that cut its arrays out of them."""
+    keys = sorted({key for key, _ in places})
+    views = []
+    for array, name, (key, offset) in zip(writer.arrays, writer.names, places):
+        view = f"arena_{key}[{offset}:{offset + array.size}]"
+        views.append(f"    {name} = {view}" + ("" if array.ndim == 1 else f".reshape({array.shape})"))
+    return ", ".join(f"arena_{key}" for key in keys), views
+
+
+def _predict_source(writer: _Writer, places: list[tuple[str, int]], outputs: tuple[str, ...], limit: float) -> str:
+    """Return the module of a ``predict`` program: the kernels' hash, the imports and the function.
 
     ``predict`` takes the input and the arenas of :func:`_pack`, and returns
     (largest input magnitude, scores, status). It counts into a local array
     and adds that to ``n`` at the end, so an input handed back to the
     engine's plan (status FALLBACK) is not counted twice.
     """
-    keys = sorted({key for key, _ in places})
-    views = []
-    for array, name, (key, offset) in zip(writer.arrays, writer.names, places):
-        view = f"arena_{key}[{offset}:{offset + array.size}]"
-        views.append(f"    {name} = {view}" + ("" if array.ndim == 1 else f".reshape({array.shape})"))
+    parameters, views = _views(writer, places)
     lines = [
-        _HEADER.format(kernels=_kernels_hash()) + f"def predict(x, {', '.join(f'arena_{key}' for key in keys)}):",
+        _HEADER.format(kernels=_kernels_hash()) + f"def predict(x, {parameters}):",
         *views,
         f"    scores = np.zeros({outputs[0]}.shape, np.float32)",
-        f"    largest = _channels_last_copy(x, {writer.input})",
+        f"    largest = _channels_last_copy(x, {writer.inputs[0]})",
         f"    if not largest <= {limit!r}:",
         "        return largest, scores, FALLBACK",
         "    m = np.zeros_like(n)",
@@ -354,47 +369,132 @@ def _source(writer: _Writer, places: list[tuple[str, int]], outputs: tuple[str, 
     return "\n".join(lines)
 
 
-def _write(engine: "Engine"):
-    """Write the body of ``engine``'s program; return it with the statistics it keeps and the input buffer.
+def _frames_source(writer: _Writer, places: list[tuple[str, int]], outputs: tuple[str, ...], limit: float) -> str:
+    """Return the module of a ``predict_frames`` program; see :func:`_predict_source`.
+
+    ``predict_frames`` runs the frames two at a time, as
+    ``Engine._run_timesteps`` does. An odd number of frames goes back to the
+    engine's plan, which runs the last one alone. A one-timestep block would
+    double the code that Numba compiles, for a case that the shipped event
+    model (6 time bins) does not meet.
+    """
+    parameters, views = _views(writer, places)
+    first, second = writer.inputs
+
+    def copy(frame: str, target: str) -> list[str]:
+        # Each magnitude on its own: max() would drop a NaN.
+        return [f"        largest = _channels_last_copy(xs[{frame}], {target})",
+                f"        if not largest <= {limit!r}:",
+                "            return largest, scores, FALLBACK"]
+
+    lines = [
+        _HEADER.format(kernels=_kernels_hash()) + f"def predict_frames(xs, {parameters}):",
+        *views,
+        f"    scores = np.zeros({outputs[0]}.shape, np.float32)",
+        "    count = xs.shape[0]",
+        "    largest = 0.0",
+        "    if count % 2 == 1:",
+        "        return largest, scores, FALLBACK",
+        "    m = np.zeros_like(n)",
+        "    for block in range(count // 2):",
+        "        fresh = block == 0",
+        "        keep = 2 * block + 2 < count",
+        *copy("2 * block", first),
+        *copy("2 * block + 1", second),
+        *["    " + line for line in writer.lines],
+        # The engine's arithmetic: the readouts summed in timestep order, then one division by T.
+        "        if fresh:",
+        f"            scores[:] = {outputs[0]} + {outputs[1]}",
+        "        else:",
+        f"            scores += {outputs[0]}",
+        f"            scores += {outputs[1]}",
+        "    scores /= np.float32(count)",
+        "    n += m",
+        "    return largest, scores, FINISHED if np.isfinite(scores).all() else NOT_FINITE",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _check_engine(engine: "Engine") -> tuple[int, int, int]:
+    if not engine._fast:
+        raise _Unsupported("the reference backend")
+    if len(engine.input_spec.shape) != 3:
+        raise _Unsupported("the input is not a (C, H, W) map")
+    return engine.input_spec.shape
+
+
+def _write_predict(engine: "Engine"):
+    """Write the body of ``engine``'s ``predict`` program; return it with its readouts and the statistics it keeps.
 
     This follows ``Engine._run_block`` over the fused plan with an empty
     cache, for one block of T timesteps, from a reset, storing no membrane
     potentials after it (``predict`` ends with a reset).
     """
+    channels, height, width = _check_engine(engine)
     timesteps = engine.timesteps
-    if not engine._fast or timesteps > 2:
+    if timesteps > 2:
         # TODO: T > 2 (several blocks, the cached first layer) still runs the plan.
-        raise _Unsupported(f"T = {timesteps} or the reference backend")
-    if len(engine.input_spec.shape) != 3:
-        raise _Unsupported("the input is not a (C, H, W) map")
-    channels, height, width = engine.input_spec.shape
-    internal = np.empty((height, width, channels), np.float32)
+        raise _Unsupported(f"T = {timesteps}")
     writer = _Writer()
-    writer.input = writer.array(internal)
-    values: dict[str, tuple[str, ...]] = {"input": (writer.input,) * timesteps}
-    shapes: dict[str, tuple[int, ...]] = {"input": internal.shape}
+    writer.inputs = [writer.array(np.empty((height, width, channels), np.float32))]
+    counted: list[tuple[str, str, int]] = []
+    fixed: list[tuple[str, str, int, int]] = []
+    outputs = _write_block(engine, writer, engine._fused_plan, writer.inputs * timesteps, ("True", "False"), True,
+                           counted, fixed)
+    return writer, outputs, counted, [(name, field, amount, 0) for name, field, amount in fixed]
+
+
+def _write_frames(engine: "Engine"):
+    """Write the block of ``engine``'s ``predict_frames`` program; return it with its readouts and statistics.
+
+    It follows ``Engine._run_block`` over the stream plan for a pair of
+    frames, with the variables ``fresh`` (the first timestep after a reset)
+    and ``keep`` (the potentials are read later) set by the loop around it.
+    """
+    channels, height, width = _check_engine(engine)
+    writer = _Writer()
+    writer.inputs = [writer.array(np.empty((height, width, channels), np.float32)) for _ in range(2)]
     counted: list[tuple[str, str, int]] = []
     fixed: list[tuple[str, str, int]] = []
-    for name, kind, sources, function, pair, invariant, merged in engine._fused_plan:
-        steps = 1 if invariant else timesteps
-        fixed.append((name, "timesteps", steps))
+    outputs = _write_block(engine, writer, engine._stream_plan, writer.inputs, ("fresh", "keep"), False, counted, fixed)
+    # The block counted two timesteps of every node: per timestep, that is half.
+    return writer, outputs, counted, [(name, field, 0, amount // 2) for name, field, amount in fixed]
+
+
+def _write_block(engine: "Engine", writer: _Writer, plan: list[tuple], inputs: list[str], flags: tuple[str, str],
+                 invariant_once: bool, counted: list, fixed: list) -> tuple[str, ...]:
+    """Write one block of ``len(inputs)`` timesteps over ``plan``; return the names of the readouts.
+
+    ``flags`` are the expressions for whether the block starts from a reset
+    and whether its potentials are kept. With ``invariant_once``, a node
+    marked time-invariant in the plan runs once, as in ``predict``.
+    """
+    steps = len(inputs)
+    values: dict[str, tuple[str, ...]] = {"input": tuple(inputs)}
+    channels, height, width = engine.input_spec.shape
+    shapes: dict[str, tuple[int, ...]] = {"input": (height, width, channels)}
+    for name, kind, sources, function, pair, invariant, merged in plan:
+        once = invariant_once and invariant
+        node_steps = 1 if once else steps
+        fixed.append((name, "timesteps", node_steps))
         source = sources[0]
         if len(sources) != 1 or source not in values:
             raise _Unsupported(f"node {name!r} has several inputs")
-        x_in = values[source][:steps]
+        x_in = values[source][:node_steps]
         size = int(np.prod(shapes[source]))
         if kind == engine._FIRING:
-            outputs = _write_firing(engine, writer, name, function, pair, merged, x_in, steps, size, counted, fixed)
+            outputs = _write_firing(engine, writer, name, function, pair, merged, x_in, flags, size, counted, fixed)
         elif kind == engine._SYNAPSES:
-            outputs = _write_linear(engine, writer, name, function, merged, x_in, steps, size, counted, fixed)
+            outputs = _write_linear(engine, writer, name, merged, x_in, size, counted, fixed)
         elif kind == engine._NEURON:
-            outputs = _write_neuron(engine, writer, name, x_in, counted)
+            outputs = _write_neuron(engine, writer, name, x_in, flags, counted)
         else:
-            raise _Unsupported(f"node {name!r} ({engine._nodes[name].type_name}) runs apart")
-        values[name] = outputs * timesteps if invariant else outputs
+            raise _Unsupported(f"node {name!r} ({engine._nodes[name].type_name}) has no code in programs")
+        values[name] = outputs * steps if once else outputs
         shape = engine.graph.shapes[name]
         shapes[name] = (*shape[1:], shape[0]) if len(shape) == 3 else tuple(shape)  # channels-last
-    return writer, values[engine._output_name], counted, fixed
+    return values[engine._output_name]
 
 
 def _check_layer(layer: PreparedConv2d, name: str) -> None:
@@ -420,9 +520,11 @@ def _write_fallbacks(writer: _Writer, layer: PreparedConv2d, size: int, counts: 
         writer.emit("    return largest, scores, FALLBACK")
 
 
-def _write_firing(engine, writer, name, function, pair, merged, x_in, steps, size, counted, fixed):
+def _write_firing(engine, writer, name, function, pair, merged, x_in, flags, size, counted, fixed):
     """Write a convolution merged with its LIF node (and maybe a max pooling); see ``PreparedConv2d.fire``."""
     conv, lif, conv_once = merged
+    steps = len(x_in)
+    fresh, keep = flags
     layer = engine._executors[conv].layer
     _check_layer(layer, conv)
     neuron_name = lif or name
@@ -445,7 +547,10 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, steps, siz
     x = x_in[0]
 
     if steps == 2 and conv_once:
-        # PreparedConv2d._fire_repeated: one pass of the layer, two neuron steps.
+        # PreparedConv2d._fire_repeated: one pass of the layer, two neuron steps. Only predict has this
+        # case, in its one block, from a reset and keeping no potentials.
+        if flags != ("True", "False"):
+            raise _Unsupported(f"convolution {conv!r} runs once in a block that is not the first")
         pool = pair.pooling
         flat = (writer.flat(spikes), writer.flat(spikes_next), writer.flat(membrane))
         indent = ""
@@ -461,7 +566,7 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, steps, siz
             indent = "    "
         # Else the layer's own call (PreparedConv2d.__call__) makes the currents, and the neurons step twice.
         current = writer.array(layer.out)
-        lists = f"{writer.array(layer.keys)}, {writer.array(layer.values)}, {writer.array(layer.starts)}"
+        lists = f"{writer.array(layer.keys)}, {_values(writer, layer, False)}, {writer.array(layer.starts)}"
         call = (f"_conv2d_pairs({x}, {x}, {lists}, {weights}, {geometry}, {layer.dilation[0]}, {current}, {current}, "
                 f"{current}, np.float32({float(NO_CONSTANT)!r}), np.float32({float(NO_CONSTANT)!r}), {tags}, MODE, (0,), (), "
                 f"False, True, {current}, {current}, 0, 0, 0, {out_height})")
@@ -492,8 +597,7 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, steps, siz
     two = steps == 2
     pool = pair.pooling if two else function.pooling
     x_next = x_in[1] if two else x
-    values = layer.value_pairs if two else layer.values
-    lists = f"{writer.array(layer.keys)}, {writer.array(values)}, {writer.array(layer.starts)}"
+    lists = f"{writer.array(layer.keys)}, {_values(writer, layer, two)}, {writer.array(layer.starts)}"
     time_tag = "(0, 0)" if two else "(0,)"
     writer.emit(f"{count}, {count}_next, {ones}, {ones}_next = _list_row_events({x}, {x_next}, {layer.group_in}, "
                 f"{lists}, {time_tag})")
@@ -507,12 +611,19 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, steps, siz
         targets = (writer.array(spikes), writer.array(spikes_next if two else spikes))
         outputs = (targets[0], targets[0])  # not written without pooling, as in PreparedConv2d._pairs
     call = (f"_conv2d_pairs({x}, {x_next}, {lists}, {weights}, {geometry}, {layer.dilation[0]}, {targets[0]}, "
-            f"{targets[1]}, {writer.array(membrane)}, {tau}, {threshold}, {tags}, MODE, {time_tag}, (0,), True, False, "
+            f"{targets[1]}, {writer.array(membrane)}, {tau}, {threshold}, {tags}, MODE, {time_tag}, (0,), {fresh}, {keep}, "
             f"{outputs[0]}, {outputs[1]}, {kernel_h}, {kernel_w}, 0, {out_height})")
-    writer.emit(f"if max({count}, {count}_next) >= {dense_limit}:")
-    writer.emit(f"    {both} = " + call.replace("MODE", "(0,)"))
-    writer.emit("else:")
-    writer.emit(f"    {both} = " + call.replace("MODE", "()"))
+    if x in writer.inputs:
+        writer.emit(f"if max({count}, {count}_next) >= {dense_limit}:")
+        writer.emit(f"    {both} = " + call.replace("MODE", "(0,)"))
+        writer.emit("else:")
+        writer.emit(f"    {both} = " + call.replace("MODE", "()"))
+    else:
+        # Spikes are rarely dense enough for the dense mode: such an input goes back to the plan, which
+        # spares compiling the dense kernel into the program.
+        writer.emit(f"if max({count}, {count}_next) >= {dense_limit}:")
+        writer.emit("    return largest, scores, FALLBACK")
+        writer.emit(f"{both} = " + call.replace("MODE", "()"))
     writer.emit(f"m[{events}] += {count} + {count}_next" if two else f"m[{events}] += {count}")
     writer.emit(f"m[{fired}] += fired{fired} + fired{fired}_next" if two else f"m[{fired}] += fired{fired}")
     if pool is None:
@@ -520,8 +631,17 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, steps, siz
     return outputs if two else outputs[:1]
 
 
-def _write_linear(engine, writer, name, function, merged, x_in, steps, size, counted, fixed):
+def _values(writer: _Writer, layer: PreparedConv2d, two: bool) -> str:
+    """Name the list values of one timestep or two: like ``layer.values``, the one-timestep values are the first half."""
+    pairs = writer.array(layer.value_pairs)
+    if two:
+        return pairs
+    return f"{pairs}.reshape({layer.value_pairs.size})[:{layer.values.size}].reshape({layer.values.shape})"
+
+
+def _write_linear(engine, writer, name, merged, x_in, size, counted, fixed):
     """Write a Linear node, which may read a channels-last map in place of a merged Flatten."""
+    steps = len(x_in)
     layer = engine._executors[name].layer
     if not isinstance(layer, PreparedLinear):
         # TODO: a convolution that feeds no neurons, or feeds several nodes.
@@ -545,8 +665,9 @@ def _write_linear(engine, writer, name, function, merged, x_in, steps, size, cou
     return (writer.array(layer.out),)
 
 
-def _write_neuron(engine, writer, name, x_in, counted):
+def _write_neuron(engine, writer, name, x_in, flags, counted):
     """Write a LIF node that no convolution feeds alone (after a Linear node, say)."""
+    fresh, keep = flags
     membrane = engine._membranes[name]
     spikes = engine._spike_buffers[name]
     tau, threshold = (writer.constant(value) for value in engine._neuron_constants[name])
@@ -554,10 +675,23 @@ def _write_neuron(engine, writer, name, x_in, counted):
     counted.append((name, "spikes", fired))
     size = membrane.size
     current = [f"{x}.reshape({size})" for x in x_in]
+    flat = (writer.flat(membrane), writer.flat(spikes[0]), writer.flat(spikes[1]))
     if len(x_in) == 2:
-        writer.emit(f"fired{fired}, fired{fired}_next = _lif_pair_kernel({current[0]}, {current[1]}, {writer.flat(membrane)}, {tau}, "
-                    f"{threshold}, {writer.flat(spikes[0])}, {writer.flat(spikes[1])}, (0,), False)")
+        # The first-step tag is a type, so a block that may or may not follow a reset has both calls.
+        for tag, test in (("(0,)", "if"), ("()", "else")) if fresh != "True" else (("(0,)", None),):
+            indent = "" if test is None else "    "
+            if test is not None:
+                writer.emit(f"if {fresh}:" if test == "if" else "else:")
+            writer.emit(f"{indent}fired{fired}, fired{fired}_next = _lif_pair_kernel({current[0]}, {current[1]}, {flat[0]}, "
+                        f"{tau}, {threshold}, {flat[1]}, {flat[2]}, {tag}, {keep})")
         writer.emit(f"m[{fired}] += fired{fired} + fired{fired}_next")
         return writer.array(spikes[0]), writer.array(spikes[1])
-    writer.emit(f"m[{fired}] += _lif_first_step_kernel({current[0]}, {writer.flat(membrane)}, {threshold}, {writer.flat(spikes[0])})")
+    first_step = f"_lif_first_step_kernel({current[0]}, {flat[0]}, {threshold}, {flat[1]})"
+    if fresh == "True":
+        writer.emit(f"m[{fired}] += {first_step}")
+    else:
+        writer.emit(f"if {fresh}:")
+        writer.emit(f"    m[{fired}] += {first_step}")
+        writer.emit("else:")
+        writer.emit(f"    m[{fired}] += _lif_step_kernel({current[0]}, {flat[0]}, {tau}, {threshold}, {flat[1]})")
     return (writer.array(spikes[0]),)

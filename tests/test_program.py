@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from conftest import data_root
 from helpers import mnist_like_graph, random_tensors
 from reverb_edge import Engine, InputError
 from reverb_edge.bitpack import pack_signs
@@ -19,21 +20,25 @@ from reverb_edge.program import DISABLE_VARIABLE, FALLBACK, Program, program_fol
 
 def engines(model: Model, monkeypatch) -> tuple[Engine, Engine]:
     """Return an engine that runs programs and one that runs its plan, over the same model."""
+    zeros = np.zeros(model.graph.input.shape, np.float32)
     with monkeypatch.context() as patch:
         patch.setenv(DISABLE_VARIABLE, "0")
         plain = Engine(model)
-        plain.predict(np.zeros(model.graph.input.shape, np.float32))
+        plain.predict(zeros)
+        plain.predict_frames(zeros[None])
     compiled = Engine(model)
-    compiled.predict(np.zeros(model.graph.input.shape, np.float32))
+    compiled.predict(zeros)
+    compiled.predict_frames(zeros[None])
     plain.reset_stats()
     compiled.reset_stats()
     assert plain._program is None
+    assert plain._frames_program is None
     return compiled, plain
 
 
-def assert_same(compiled: Engine, plain: Engine, inputs) -> None:
+def assert_same(compiled: Engine, plain: Engine, inputs, method: str = "predict") -> None:
     for x in inputs:
-        np.testing.assert_array_equal(compiled.predict(x), plain.predict(x))
+        np.testing.assert_array_equal(getattr(compiled, method)(x), getattr(plain, method)(x))
     assert compiled.layer_stats() == plain.layer_stats()
 
 
@@ -99,6 +104,43 @@ def test_program_matches_the_plan(graph, monkeypatch, rng):
     inputs = [rng.normal(0.3, 1.5, shape).astype(np.float32) for _ in range(4)]
     inputs += [sparse, np.zeros(shape, np.float32), -np.abs(inputs[0]), np.asfortranarray(inputs[1]).astype(np.float64)]
     assert_same(compiled, plain, inputs)
+
+    # Frames: one to five, each different, from one C-contiguous float32 array.
+    assert isinstance(compiled._frames_program, Program)
+    clips = [np.stack([inputs[(start + k) % len(inputs)] for k in range(count)]).astype(np.float32)
+             for start, count in enumerate((1, 2, 3, 4, 5, 2, 1))]
+    assert_same(compiled, plain, clips, "predict_frames")
+
+    # A frame after predict_frames starts from zero membrane potentials, as after the plan.
+    np.testing.assert_array_equal(compiled.step(inputs[0]), plain.step(inputs[0]))
+
+
+def test_shipped_nmnist_model_on_real_recordings(monkeypatch):
+    """The shipped N-MNIST model's frames program gives the plan's scores and statistics on 40 real recordings."""
+    from reverb_edge.events.nmnist import load_nmnist
+
+    folder = data_root() / "nmnist"
+    if not (folder / "index.csv").is_file():
+        pytest.skip(f"real N-MNIST recordings not found in {folder}; set REVERB_DATA to the data folder")
+    recordings, _ = load_nmnist(folder, "test", limit=40)
+    compiled, plain = engines(Engine.load("nmnist").model, monkeypatch)
+    assert isinstance(compiled._frames_program, Program)
+    assert compiled._program is None  # T = 6: predict still runs the plan
+    assert_same(compiled, plain, recordings, "predict_events")
+
+
+def test_frames_fall_back_for_other_arrays(monkeypatch, rng):
+    """Frames in float64, in a non-contiguous array or with a NaN in a later frame behave as in the plan."""
+    graph = mnist_like_graph()
+    compiled, plain = engines(Model(graph, random_tensors(graph, rng)), monkeypatch)
+    frames = rng.normal(0.0, 1.0, (3, 1, 28, 28)).astype(np.float32)
+    assert_same(compiled, plain, [frames.astype(np.float64), frames[::-1], frames.transpose(0, 1, 3, 2)], "predict_frames")
+
+    frames[2, 0, 5, 5] = np.nan
+    for engine in (compiled, plain):
+        with pytest.raises(InputError, match="NaN"):
+            engine.predict_frames(frames)
+    assert compiled.layer_stats() == plain.layer_stats()
 
 
 def binary_spike_model(rng) -> Model:

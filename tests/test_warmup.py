@@ -79,9 +79,10 @@ compiled = [
     for name, value in vars(module).items()
     if isinstance(value, numba.core.registry.CPUDispatcher) and value.stats.cache_misses
 ]
-# The compiled predict of this network (reverb_edge.program) came from the cache too.
-if engine._program is None or engine._program._function.stats.cache_misses:
-    compiled.append(f"program {engine._program}")
+# The compiled predict and predict_frames of this network (reverb_edge.program) came from the cache too.
+for program in (engine._program, engine._frames_program):
+    if program is None or program._function.stats.cache_misses:
+        compiled.append(f"program {program}")
 print(compiled)
 sys.exit(1 if compiled else 0)
 """
