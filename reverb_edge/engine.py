@@ -3,7 +3,9 @@
 Thread safety: an :class:`Engine` keeps mutable state (membrane potentials,
 statistics, scratch buffers), so one instance must not be used from two
 threads at once. Weights are read-only and shared: :meth:`Engine.clone` gives
-another engine over the same weights with its own state, one per thread. The
+another engine over the same weights with its own state, one per thread. (A
+compiled program, see :mod:`reverb_edge.program`, keeps its own copy of the
+weights and buffers it uses, so each engine that runs one has that copy.) The
 Numba kernels release the GIL, so engines in different threads run in parallel.
 """
 
@@ -31,7 +33,7 @@ from .errors import InputError, ReverbError
 from .graph import Graph, InputSpec
 from .modelfile import Model, load_model, validate_tensors
 from .nodes import LIF, Add, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Node
-from .program import FALLBACK, NOT_FINITE, Program, build_program
+from .program import FALLBACK, NOT_FINITE, Program, build_program, programs_enabled
 from .registry import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -345,10 +347,12 @@ class Engine:
         self._supplied_plan = self._fuse(self._plan, invariant="apart")
         self._busy = threading.Lock()
         # The compiled predict and predict_frames (see reverb_edge.program), each built by its first
-        # call; None where programs do not cover this network.
+        # call on one thread; None where programs do not cover this network or the environment turns
+        # them off when the engine is built.
+        self._use_programs = self._fast and programs_enabled()
         self._program: Program | None | object = _UNBUILT
         self._frames_program: Program | None | object = _UNBUILT
-        self._stats: dict[str, LayerStats] = {}
+        self.stats: dict[str, LayerStats] = {}
         self.reset_stats()
 
     @classmethod
@@ -392,26 +396,15 @@ class Engine:
         for membrane in self._membranes.values():
             membrane.fill(0.0)
 
-    @property
-    def stats(self) -> dict[str, LayerStats]:
-        """The activity of each node (LayerStats by node name) since the last :meth:`reset_stats`."""
-        for program in (self._program, self._frames_program):
-            if isinstance(program, Program):
-                program.flush(self._stats)
-        return self._stats
-
     def reset_stats(self) -> None:
         """Zero the per-layer activity counters."""
-        self._stats = {}
+        self.stats = {}
         for node in self.graph.nodes:
             kind = node.type_name
             stats = LayerStats(node.name, kind)
             if node.stateful:
                 stats.neurons = int(np.prod(self.graph.shapes[node.name]))
-            self._stats[node.name] = stats
-        for program in (self._program, self._frames_program):
-            if isinstance(program, Program):
-                program.clear()
+            self.stats[node.name] = stats
 
     def preprocess(self, image) -> np.ndarray:
         """Turn a PIL image or a uint8 array into the normalised (C, H, W) float32 input."""
@@ -704,7 +697,7 @@ class Engine:
         """
         n = len(xs)
         values: dict[str, tuple[np.ndarray, ...]] = {"input": xs}
-        stats_by_name = self._stats
+        stats_by_name = self.stats
         neuron_kind, firing_kind, synapses_kind = self._NEURON, self._FIRING, self._SYNAPSES
         if record is not None:
             plan = self._plan
@@ -854,7 +847,7 @@ class Engine:
         with self._exclusive():
             program = self._predict_program()
             if program is not None:
-                largest, scores, status = program(x)
+                largest, scores, status = program(x, self.stats)
                 if status != FALLBACK:
                     self.reset()
                     if status == NOT_FINITE:
@@ -872,7 +865,7 @@ class Engine:
         if self.threads != 1:
             return None
         if self._program is _UNBUILT:
-            self._program = build_program(self, MAX_INPUT_MAGNITUDE) if self._fast else None
+            self._program = build_program(self, MAX_INPUT_MAGNITUDE) if self._use_programs else None
             if self._program is not None:
                 logger.debug("predict runs %s", self._program.path)
         return self._program
@@ -882,7 +875,7 @@ class Engine:
         if self.threads != 1:
             return None
         if self._frames_program is _UNBUILT:
-            self._frames_program = build_program(self, MAX_INPUT_MAGNITUDE, frames=True) if self._fast else None
+            self._frames_program = build_program(self, MAX_INPUT_MAGNITUDE, frames=True) if self._use_programs else None
             if self._frames_program is not None:
                 logger.debug("predict_frames runs %s", self._frames_program.path)
         return self._frames_program
@@ -904,7 +897,7 @@ class Engine:
             with self._exclusive():
                 program = self._predict_frames_program()
                 if program is not None:
-                    largest, scores, status = program(frames)
+                    largest, scores, status = program(frames, self.stats)
                     if status != FALLBACK:
                         self.reset()
                         if status == NOT_FINITE:

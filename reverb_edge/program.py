@@ -33,11 +33,12 @@ kernel. The results are the same bit for bit either way.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import sys
 import tempfile
+import threading
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,9 +53,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Program", "build_program", "program_folder"]
+__all__ = ["Program", "build_program", "program_folder", "programs_enabled"]
 
-# Set to "0" to run every predict through the engine's plan, for example to compare the two.
+# Set to "0" (or false, no, off) before an engine is built to run its predict calls through its plan, for
+# example to compare the two.
 DISABLE_VARIABLE = "REVERB_EDGE_PROGRAM"
 
 # A program copies the buffers and weights it uses (see _pack); larger networks run the plan.
@@ -98,13 +100,13 @@ def _kernels_hash() -> str:
 
 
 def program_folder() -> Path:
-    """Return the folder for generated programs: ``programs`` in the kernels' cache folder, else a private temporary one.
+    """Return the folder for new programs: ``programs`` in the kernels' cache folder, else a private temporary one.
 
     The programs are imported, so a shared temporary folder is used only if
     this user owns it and no other user may write to it.
     """
     try:
-        folder = cache_dir() / "programs"
+        folder = _shared_folder()
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
         return folder
@@ -117,6 +119,11 @@ def program_folder() -> Path:
     if owner is not None and (status.st_uid != owner or status.st_mode & 0o022):
         raise OSError(f"{folder} belongs to another user or others may write to it; set NUMBA_CACHE_DIR to a private folder")
     return folder
+
+
+def _shared_folder() -> Path:
+    """Return ``programs`` in the kernels' cache folder, where ``reverb-edge warmup`` leaves its programs."""
+    return cache_dir() / "programs"
 
 
 class _Unsupported(Exception):
@@ -162,14 +169,12 @@ class _Writer:
 
 
 class Program:
-    """A compiled ``predict`` or ``predict_frames`` for one engine, with the statistics it has not yet handed over.
+    """A compiled ``predict`` or ``predict_frames`` for one engine.
 
     Calling it runs one inference on a checked float32 input, (C, H, W) or
     frames (T, C, H, W). It returns the class scores as the engine's method
-    does, with what the engine needs to check the input and the scores. The
-    counts of non-zero inputs and spikes accumulate in an array, and
-    :meth:`flush` adds them, with the counts that depend only on the number
-    of calls and timesteps, to the engine's LayerStats.
+    does, with what the engine needs to check the input and the scores, and
+    adds the call's activity to the engine's LayerStats, as the plan does.
     """
 
     def __init__(self, function, arenas: tuple[np.ndarray, ...], counts: np.ndarray, counted: list[tuple[str, str, int]],
@@ -178,45 +183,46 @@ class Program:
         self._arenas = arenas
         self._counts = counts
         self._counted = counted
-        self._fixed = fixed
+        # One increment per statistic: (node, field, per call, per timestep).
+        merged: dict[tuple[str, str], list[int]] = {}
+        for name, field, per_call, per_timestep in fixed:
+            increments = merged.setdefault((name, field), [0, 0])
+            increments[0] += per_call
+            increments[1] += per_timestep
+        self._fixed = [(name, field, per_call, per_timestep) for (name, field), (per_call, per_timestep) in merged.items()]
         self._frames = frames
-        self._calls = 0
-        self._timesteps = 0
         self.limit = limit
         self.path = path
 
-    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray, int]:
+    def __call__(self, x: np.ndarray, stats: dict) -> tuple[float, np.ndarray, int]:
         """Run one inference; return (largest input magnitude, class scores, status).
 
-        The status is FINISHED, NOT_FINITE (the scores are not finite) or
-        FALLBACK: an input value is beyond the magnitude limit, or a layer
-        needs a kernel that the program does not call. The program then
-        stops, counts nothing, and the engine's plan must run the input.
+        ``stats`` maps node names to the engine's LayerStats, which get the
+        call's counts. The status is FINISHED, NOT_FINITE (the scores are not
+        finite) or FALLBACK: an input value is beyond the magnitude limit, or
+        a layer needs a kernel that the program does not call. The program
+        then stops, counts nothing, and the engine's plan must run the input.
         """
         if not x.flags.writeable:
             x = x.copy()  # a read-only array is another Numba type, which would compile the program again
         largest, scores, status = self._function(x, *self._arenas)
-        if status != FALLBACK:
-            self._calls += 1
-            self._timesteps += len(x) if self._frames else 0
+        if status == FALLBACK:
+            return largest, scores, status
+
+        timesteps = len(x) if self._frames else 0
+        for name, field, per_call, per_timestep in self._fixed:
+            node = stats[name]
+            setattr(node, field, getattr(node, field) + per_call + per_timestep * timesteps)
+        counts = self._counts.tolist()
+        for name, field, index in self._counted:
+            node = stats[name]
+            setattr(node, field, getattr(node, field) + counts[index])
         return largest, scores, status
 
-    def flush(self, stats: dict) -> None:
-        """Add the counts since the last flush to ``stats`` (LayerStats by node name)."""
-        if self._calls == 0:
-            return
-        for name, field, per_call, per_timestep in self._fixed:
-            increment = per_call * self._calls + per_timestep * self._timesteps
-            setattr(stats[name], field, getattr(stats[name], field) + increment)
-        for name, field, index in self._counted:
-            setattr(stats[name], field, getattr(stats[name], field) + int(self._counts[index]))
-        self.clear()
 
-    def clear(self) -> None:
-        """Drop the counts since the last flush (the engine's statistics were reset)."""
-        self._counts[:] = 0
-        self._calls = 0
-        self._timesteps = 0
+def programs_enabled() -> bool:
+    """Return False when the environment turns programs off (``REVERB_EDGE_PROGRAM`` set to 0, false, no or off)."""
+    return os.environ.get(DISABLE_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def build_program(engine: "Engine", limit: float, frames: bool = False) -> Program | None:
@@ -224,8 +230,6 @@ def build_program(engine: "Engine", limit: float, frames: bool = False) -> Progr
 
     ``limit`` is the largest input magnitude the engine accepts.
     """
-    if os.environ.get(DISABLE_VARIABLE, "1") == "0":
-        return None
     try:
         writer, outputs, counted, fixed = _write_frames(engine) if frames else _write_predict(engine)
         counts = np.zeros(max(1, writer.counters), np.int64)
@@ -238,13 +242,14 @@ def build_program(engine: "Engine", limit: float, frames: bool = False) -> Progr
     source = (_frames_source if frames else _predict_source)(writer, places, outputs, limit)
     name = "reverb_program_" + hashlib.sha256(source.encode()).hexdigest()[:20]
     try:
-        path = _store(program_folder(), name, source)
-        function = getattr(_import(name, path), "predict_frames" if frames else "predict")
-    except (OSError, ImportError, SyntaxError) as error:
-        logger.warning("could not store the compiled program of this network (%s); it runs the engine's plan", error)
+        path = _locate(name, source)
+        function = getattr(_import(name, path, source), "predict_frames" if frames else "predict")
+    except Exception as error:  # noqa: BLE001 - any failure here leaves the call to the plan, which always works
+        logger.warning("could not write or import the generated source of this network's program (%s: %s); "
+                       "it runs the engine's plan", type(error).__name__, error)
         return None
     key, offset = places[-1]
-    counts = arenas[key][offset:offset + counts.size]  # the program counts into its copy
+    counts = arenas[key][offset:offset + counts.size]  # the program writes each call's counts into its copy
     return Program(function, tuple(arenas.values()), counts, counted, fixed, frames, limit, path)
 
 
@@ -281,12 +286,24 @@ def _pack(arrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], list[tuple[s
     return arenas, places
 
 
+def _locate(name: str, source: str) -> Path:
+    """Return the file of program ``name``: the warmed one in the shared folder, read-only or not, else a stored one."""
+    shared = _shared_folder() / f"{name}.py"
+    try:
+        if shared.read_text() == source:
+            return shared
+    except (OSError, UnicodeDecodeError):
+        pass
+    return _store(program_folder(), name, source)
+
+
 def _store(folder: Path, name: str, source: str) -> Path:
     """Write ``source`` to ``folder/name.py`` unless it is there already, and return the path.
 
     An existing file is kept as it is, because a new modification time would
     void Numba's cache of it. One whose text is not ``source`` (cut short by
-    a crash, or edited) is replaced.
+    a crash, or edited) is replaced. The file is readable by all, like
+    Numba's cache files, so that a warm-up run by one user serves others.
     """
     path = folder / f"{name}.py"
     try:
@@ -300,6 +317,7 @@ def _store(folder: Path, name: str, source: str) -> Path:
     with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as handle:
         handle.write(source)
     try:
+        os.chmod(handle.name, 0o644)
         if existing is None:
             try:
                 os.link(handle.name, path)  # atomic; fails if another process stored it meanwhile
@@ -308,7 +326,7 @@ def _store(folder: Path, name: str, source: str) -> Path:
             except OSError:  # a file system without hard links
                 os.replace(handle.name, path)
         else:
-            logger.warning("%s is not the program it should hold; writing it again", path)
+            logger.warning("%s is not the program it should contain; writing it again", path)
             os.replace(handle.name, path)
     finally:
         if os.path.exists(handle.name):
@@ -316,19 +334,25 @@ def _store(folder: Path, name: str, source: str) -> Path:
     return path
 
 
-def _import(name: str, path: Path):
-    module = sys.modules.get(name)
-    if module is not None:
+_import_lock = threading.Lock()
+
+
+def _import(name: str, path: Path, source: str) -> types.ModuleType:
+    """Run ``source``, the text of ``path``, as module ``name``, once per process, and return the module.
+
+    The source is compiled here, not imported through a ``.pyc`` file that
+    could be damaged, and the module is registered only once it has run, so
+    a second thread never gets it half-built.
+    """
+    with _import_lock:
+        module = sys.modules.get(name)
+        if module is not None:
+            return module
+        module = types.ModuleType(name)
+        module.__file__ = str(path)  # where Numba looks for the source and puts its cache
+        exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - the program this module wrote
+        sys.modules[name] = module
         return module
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def _views(writer: _Writer, places: list[tuple[str, int]]) -> tuple[str, list[str]]:
@@ -346,8 +370,9 @@ def _predict_source(writer: _Writer, places: list[tuple[str, int]], outputs: tup
 
     ``predict`` takes the input and the arenas of :func:`_pack`, and returns
     (largest input magnitude, scores, status). It counts into a local array
-    and adds that to ``n`` at the end, so an input handed back to the
-    engine's plan (status FALLBACK) is not counted twice.
+    and copies that to ``n`` at the end, so ``n`` contains the counts of the
+    last finished call, and an input handed back to the engine's plan
+    (status FALLBACK) is not counted twice.
     """
     parameters, views = _views(writer, places)
     lines = [
@@ -362,7 +387,7 @@ def _predict_source(writer: _Writer, places: list[tuple[str, int]], outputs: tup
         # The engine's arithmetic: the sum of the readouts, then one division by T.
         f"    scores[:] = {' + '.join(outputs)}" if len(outputs) == 2 else f"    scores[:] = {outputs[0]}",
         f"    scores /= np.float32({len(outputs)})",
-        "    n += m",
+        "    n[:] = m",
         "    return largest, scores, FINISHED if np.isfinite(scores).all() else NOT_FINITE",
         "",
     ]
@@ -409,7 +434,7 @@ def _frames_source(writer: _Writer, places: list[tuple[str, int]], outputs: tupl
         f"            scores += {outputs[0]}",
         f"            scores += {outputs[1]}",
         "    scores /= np.float32(count)",
-        "    n += m",
+        "    n[:] = m",
         "    return largest, scores, FINISHED if np.isfinite(scores).all() else NOT_FINITE",
         "",
     ]

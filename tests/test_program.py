@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from reverb_edge.datasets import load_mnist
 from reverb_edge.graph import Graph, InputSpec
 from reverb_edge.modelfile import Model
 from reverb_edge.nodes import LIF, Add, Conv2d, Flatten, Linear, MaxPool2d
+from reverb_edge import program as programs
 from reverb_edge.program import DISABLE_VARIABLE, FALLBACK, Program, program_folder
 
 
@@ -169,8 +172,8 @@ def test_popcount_inputs_fall_back_to_the_plan(monkeypatch, rng):
     compiled, plain = engines(model, monkeypatch)
     assert isinstance(compiled._program, Program)
     binary = (rng.random((1, 9, 10)) < 0.5).astype(np.float32)
-    assert compiled._program(binary)[2] == FALLBACK
-    compiled.reset_stats()
+    assert compiled._program(binary, compiled.stats)[2] == FALLBACK
+    assert all(stats["timesteps"] == 0 for stats in compiled.layer_stats())
     assert_same(compiled, plain, [binary, binary * 0.5, np.zeros_like(binary)])
 
 
@@ -247,7 +250,7 @@ def test_damaged_program_file_rewritten(monkeypatch, rng, caplog):
     path.write_text(text[: len(text) // 2])
     compiled, plain = engines(model, monkeypatch)
     assert path.read_text() == text
-    assert "is not the program it should hold" in caplog.text
+    assert "is not the program it should contain" in caplog.text
     assert_same(compiled, plain, [rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)])
 
 
@@ -269,3 +272,66 @@ def test_no_private_folder_runs_the_plan(monkeypatch, rng, tmp_path, caplog):
     monkeypatch.setenv(DISABLE_VARIABLE, "0")
     np.testing.assert_array_equal(scores, Engine(engine.model).predict(x))
     assert list(shared.iterdir()) == []
+
+
+def test_held_layer_stats_update(monkeypatch, rng):
+    """A LayerStats taken from engine.stats before predict counts the program's calls, as the plan's."""
+    graph = mnist_like_graph()
+    compiled, plain = engines(Model(graph, random_tensors(graph, rng)), monkeypatch)
+    taken = (compiled.stats["lif2"], plain.stats["lif2"])
+    x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
+    compiled.predict(x)
+    plain.predict(x)
+    assert taken[0].timesteps == taken[1].timesteps == 2
+    assert taken[0].spikes == taken[1].spikes
+
+
+def test_two_threads_build_one_program(monkeypatch, rng):
+    """Engines building the same program in two threads at once both get it (the module is registered once it has run)."""
+    graph = mnist_like_graph()
+    model = Model(graph, random_tensors(graph, rng))
+    name = Engine(model)._predict_program().path.stem
+    x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
+    expected = Engine(model).predict(x)
+    for _ in range(10):
+        monkeypatch.delitem(sys.modules, name)
+        pair = [Engine(model), Engine(model)]
+        results = [None, None]
+
+        def run(index):
+            results[index] = pair[index].predict(x)
+
+        threads = [threading.Thread(target=run, args=(index,)) for index in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(isinstance(engine._program, Program) for engine in pair)
+        for scores in results:
+            np.testing.assert_array_equal(scores, expected)
+
+
+def test_warmed_read_only_folder_is_used(monkeypatch, rng, tmp_path):
+    """A program that a warm-up left in the shared folder is used even where this user cannot write there."""
+    graph = mnist_like_graph()
+    model = Model(graph, random_tensors(graph, rng))
+    monkeypatch.setattr(programs, "_shared_folder", lambda: tmp_path)
+    warmed = Engine(model)._predict_program().path
+    assert warmed.parent == tmp_path
+
+    def no_writable_folder():
+        raise OSError("no writable folder")
+
+    monkeypatch.setattr(programs, "program_folder", no_writable_folder)
+    engine = Engine(model)
+    assert engine._predict_program().path == warmed
+
+
+@pytest.mark.parametrize("value", ["0", "off", "False", " no "])
+def test_environment_turns_programs_off(monkeypatch, value):
+    """REVERB_EDGE_PROGRAM set to 0, off, false or no when the engine is built: predict runs the plan."""
+    monkeypatch.setenv(DISABLE_VARIABLE, value)
+    engine = Engine.load("mnist")
+    monkeypatch.delenv(DISABLE_VARIABLE)
+    engine.predict(np.zeros((1, 28, 28), np.float32))
+    assert engine._program is None
