@@ -287,7 +287,11 @@ def _pack(arrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], list[tuple[s
 
 
 def _locate(name: str, source: str) -> Path:
-    """Return the file of program ``name``: the warmed one in the shared folder, read-only or not, else a stored one."""
+    """Return the file of program ``name``: the one in the shared folder if it has this text, else a stored one.
+
+    The shared folder may be read-only for this user. The file is used there
+    all the same, although Numba then compiles it into this user's cache.
+    """
     shared = _shared_folder() / f"{name}.py"
     try:
         if shared.read_text() == source:
@@ -300,9 +304,8 @@ def _locate(name: str, source: str) -> Path:
 def _store(folder: Path, name: str, source: str) -> Path:
     """Write ``source`` to ``folder/name.py`` unless it is there already, and return the path.
 
-    An existing file is kept as it is, because a new modification time would
-    void Numba's cache of it. One whose text is not ``source`` (cut short by
-    a crash, or edited) is replaced. The file is readable by all, like
+    An existing file with that text is left alone. One whose text is not
+    ``source`` (cut short by a crash, or edited) is replaced. The file is readable by all, like
     Numba's cache files, so that a warm-up run by one user serves others.
     """
     path = folder / f"{name}.py"
