@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterable
@@ -81,7 +80,24 @@ def check_threads(threads) -> int:
 _UNBUILT = object()  # Engine._program before the first predict
 
 
-@dataclass(slots=True)  # slots: the engine updates these counters at every node of every call
+# The counters of a LayerStats, in the order of a row of Engine._stat_counts.
+STAT_FIELDS = ("timesteps", "neurons", "spikes", "inputs", "input_events")
+
+
+def _counter(index: int, doc: str) -> property:
+    """Return the property of counter ``index``: the plan's count plus the compiled programs' count."""
+    field = "_" + STAT_FIELDS[index]
+
+    def get(self) -> int:
+        value = getattr(self, field)
+        return value if self._counts is None else value + int(self._counts[index])
+
+    def set(self, value: int) -> None:
+        setattr(self, field, value if self._counts is None else value - int(self._counts[index]))
+
+    return property(get, set, doc=doc)
+
+
 class LayerStats:
     """Activity of one node, summed over its evaluations since the last reset of the statistics.
 
@@ -92,15 +108,35 @@ class LayerStats:
     ``firing_rate`` = spikes / (neurons · timesteps). For a synaptic node:
     ``input_events``, the non-zero inputs it received (each costs fan-out
     synaptic operations; zeros cost nothing), out of ``inputs`` in total.
+
+    Each counter is the sum of two parts: the engine's plan adds to a plain
+    attribute (``_timesteps`` and so on), and the compiled programs (see
+    :mod:`reverb_edge.program`) add to ``counts``, a row of an int64 array
+    that they receive, without any Python work per call.
     """
 
-    name: str
-    kind: str
-    timesteps: int = 0
-    neurons: int = 0
-    spikes: int = 0
-    inputs: int = 0
-    input_events: int = 0
+    __slots__ = ("name", "kind", "_timesteps", "_neurons", "_spikes", "_inputs", "_input_events", "_counts")
+
+    def __init__(self, name: str, kind: str, timesteps: int = 0, neurons: int = 0, spikes: int = 0, inputs: int = 0,
+                 input_events: int = 0, counts: np.ndarray | None = None) -> None:
+        self.name, self.kind, self._counts = name, kind, counts
+        self._timesteps, self._neurons, self._spikes = timesteps, neurons, spikes
+        self._inputs, self._input_events = inputs, input_events
+
+    timesteps = _counter(0, "evaluations of the node")
+    neurons = _counter(1, "neurons per timestep (LIF nodes)")
+    spikes = _counter(2, "spikes emitted (LIF nodes)")
+    inputs = _counter(3, "input values received (Conv2d and Linear nodes)")
+    input_events = _counter(4, "non-zero input values received (Conv2d and Linear nodes)")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LayerStats):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        counters = ", ".join(f"{field}={getattr(self, field)}" for field in STAT_FIELDS)
+        return f"LayerStats(name={self.name!r}, kind={self.kind!r}, {counters})"
 
     @property
     def firing_rate(self) -> float | None:
@@ -397,11 +433,16 @@ class Engine:
             membrane.fill(0.0)
 
     def reset_stats(self) -> None:
-        """Zero the per-layer activity counters."""
+        """Zero the per-layer activity counters.
+
+        The counters are new objects: a LayerStats taken before keeps its
+        values and stops counting.
+        """
         self.stats = {}
-        for node in self.graph.nodes:
-            kind = node.type_name
-            stats = LayerStats(node.name, kind)
+        # The programs' part of every counter: one row per node, in graph order (see LayerStats).
+        self._stat_counts = np.zeros((len(self.graph.nodes), len(STAT_FIELDS)), np.int64)
+        for row, node in enumerate(self.graph.nodes):
+            stats = LayerStats(node.name, node.type_name, counts=self._stat_counts[row])
             if node.stateful:
                 stats.neurons = int(np.prod(self.graph.shapes[node.name]))
             self.stats[node.name] = stats
@@ -719,55 +760,55 @@ class Engine:
             once = cache is not None and invariant
             steps = 1 if once else n
             stats = stats_by_name[name]
-            stats.timesteps += steps
+            stats._timesteps += steps
             if kind == neuron_kind:
                 current = values[sources[0]]
                 if steps == 2 and pair is not None:
                     spikes, spikes_next, fired, fired_next = pair(current[0], current[1])
                     outputs = [spikes, spikes_next]
-                    stats.spikes += int(fired) + int(fired_next)
+                    stats._spikes += int(fired) + int(fired_next)
                 else:
                     outputs = []
                     for slot in range(steps):
                         spikes, fired = function(current[slot], slot)
-                        stats.spikes += int(fired)
+                        stats._spikes += int(fired)
                         outputs.append(spikes)
             elif kind == firing_kind:
                 x_in = values[sources[0]]
                 conv, lif, conv_once = merged
                 synapses = stats_by_name[conv]
                 synaptic_steps = 1 if conv_once else steps  # a time-invariant convolution runs once
-                synapses.timesteps += synaptic_steps
-                synapses.inputs += x_in[0].size * synaptic_steps
+                synapses._timesteps += synaptic_steps
+                synapses._inputs += x_in[0].size * synaptic_steps
                 neurons = stats
                 if lif is not None:  # a pooling follows the neurons
                     neurons = stats_by_name[lif]
-                    neurons.timesteps += steps
+                    neurons._timesteps += steps
                 if steps == 2:
                     spikes, spikes_next, events, events_next, fired, fired_next = pair(x_in[0], x_in[1])
                     outputs = [spikes, spikes_next]
-                    synapses.input_events += events if conv_once else events + events_next
-                    neurons.spikes += fired + fired_next
+                    synapses._input_events += events if conv_once else events + events_next
+                    neurons._spikes += fired + fired_next
                 else:
                     spikes, events, fired = function(x_in[0])
                     outputs = [spikes]
-                    synapses.input_events += events
-                    neurons.spikes += fired
+                    synapses._input_events += events
+                    neurons._spikes += fired
             elif kind == synapses_kind:
                 x_in = values[sources[0]]
                 if merged is not None:  # a Flatten merged away
-                    stats_by_name[merged[0]].timesteps += steps
+                    stats_by_name[merged[0]]._timesteps += steps
                 if steps == 2 and pair is not None:
                     out, out_next, events, events_next = pair(x_in[0], x_in[1])
                     outputs = [out, out_next]
-                    stats.input_events += events + events_next
+                    stats._input_events += events + events_next
                 else:
                     outputs = []
                     for slot in range(steps):
                         out, events = function(x_in[slot], slot)
                         outputs.append(out)
-                        stats.input_events += events
-                stats.inputs += x_in[0].size * steps
+                        stats._input_events += events
+                stats._inputs += x_in[0].size * steps
             elif steps == 2 and pair is not None:
                 outputs = pair(values[sources[0]][0], values[sources[0]][1])
             else:
@@ -847,7 +888,7 @@ class Engine:
         with self._exclusive():
             program = self._predict_program()
             if program is not None:
-                largest, scores, status = program(x, self.stats)
+                largest, scores, status = program(x, self._stat_counts)
                 if status != FALLBACK:
                     self.reset()
                     if status == NOT_FINITE:
@@ -897,7 +938,7 @@ class Engine:
             with self._exclusive():
                 program = self._predict_frames_program()
                 if program is not None:
-                    largest, scores, status = program(frames, self.stats)
+                    largest, scores, status = program(frames, self._stat_counts)
                     if status != FALLBACK:
                         self.reset()
                         if status == NOT_FINITE:
@@ -976,9 +1017,9 @@ class Engine:
         def first_layer(k: int, slot: int) -> np.ndarray:
             """Return the first layer's output at timestep k, from that time bin's events."""
             stats = self.stats[node.name]
-            stats.timesteps += 1
-            stats.inputs += placeholder.size
-            stats.input_events += int(hi[k] - lo[k])
+            stats._timesteps += 1
+            stats._inputs += placeholder.size
+            stats._input_events += int(hi[k] - lo[k])
             if self._fast:
                 window = slice(lo[k], hi[k])
                 return scatter_events(layer, channel[window], y[window], x[window], accumulator, currents[slot])

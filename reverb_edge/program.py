@@ -173,51 +173,30 @@ class Program:
 
     Calling it runs one inference on a checked float32 input, (C, H, W) or
     frames (T, C, H, W). It returns the class scores as the engine's method
-    does, with what the engine needs to check the input and the scores, and
-    adds the call's activity to the engine's LayerStats, as the plan does.
+    does, with what the engine needs to check the input and the scores. The
+    compiled function adds the call's activity to the engine's array of
+    statistics (``Engine._stat_counts``), which the LayerStats read.
     """
 
-    def __init__(self, function, arenas: tuple[np.ndarray, ...], counts: np.ndarray, counted: list[tuple[str, str, int]],
-                 fixed: list[tuple[str, str, int, int]], frames: bool, limit: float, path: Path) -> None:
+    def __init__(self, function, arenas: tuple[np.ndarray, ...], limit: float, path: Path) -> None:
         self._function = function
         self._arenas = arenas
-        self._counts = counts
-        self._counted = counted
-        # One increment per statistic: (node, field, per call, per timestep).
-        merged: dict[tuple[str, str], list[int]] = {}
-        for name, field, per_call, per_timestep in fixed:
-            increments = merged.setdefault((name, field), [0, 0])
-            increments[0] += per_call
-            increments[1] += per_timestep
-        self._fixed = [(name, field, per_call, per_timestep) for (name, field), (per_call, per_timestep) in merged.items()]
-        self._frames = frames
         self.limit = limit
         self.path = path
 
-    def __call__(self, x: np.ndarray, stats: dict) -> tuple[float, np.ndarray, int]:
+    def __call__(self, x: np.ndarray, stat_counts: np.ndarray) -> tuple[float, np.ndarray, int]:
         """Run one inference; return (largest input magnitude, class scores, status).
 
-        ``stats`` maps node names to the engine's LayerStats, which get the
-        call's counts. The status is FINISHED, NOT_FINITE (the scores are not
-        finite) or FALLBACK: an input value is beyond the magnitude limit, or
-        a layer needs a kernel that the program does not call. The program
-        then stops, counts nothing, and the engine's plan must run the input.
+        ``stat_counts`` is the engine's int64 array of statistics, one row
+        per node. The status is FINISHED, NOT_FINITE (the scores are not
+        finite) or FALLBACK: an input value is beyond the magnitude limit,
+        or a layer needs a kernel that the program does not call. The
+        program then stops, counts nothing, and the engine's plan must run
+        the input.
         """
         if not x.flags.writeable:
             x = x.copy()  # a read-only array is another Numba type, which would compile the program again
-        largest, scores, status = self._function(x, *self._arenas)
-        if status == FALLBACK:
-            return largest, scores, status
-
-        timesteps = len(x) if self._frames else 0
-        for name, field, per_call, per_timestep in self._fixed:
-            node = stats[name]
-            setattr(node, field, getattr(node, field) + per_call + per_timestep * timesteps)
-        counts = self._counts.tolist()
-        for name, field, index in self._counted:
-            node = stats[name]
-            setattr(node, field, getattr(node, field) + counts[index])
-        return largest, scores, status
+        return self._function(x, stat_counts, *self._arenas)
 
 
 def programs_enabled() -> bool:
@@ -232,14 +211,13 @@ def build_program(engine: "Engine", limit: float, frames: bool = False) -> Progr
     """
     try:
         writer, outputs, counted, fixed = _write_frames(engine) if frames else _write_predict(engine)
-        counts = np.zeros(max(1, writer.counters), np.int64)
         writer.array(np.array(writer.constants or [0.0], np.float32), "c")
-        writer.array(counts, "n")
         arenas, places = _pack(writer.arrays)
     except _Unsupported as reason:
         logger.debug("%s runs the engine's plan: %s", "predict_frames" if frames else "predict", reason)
         return None
-    source = (_frames_source if frames else _predict_source)(writer, places, outputs, limit)
+    counting = _counting_lines(engine, counted, fixed, "(count // 2)" if frames else "1")
+    source = (_frames_source if frames else _predict_source)(writer, places, outputs, counting, limit)
     name = "reverb_program_" + hashlib.sha256(source.encode()).hexdigest()[:20]
     try:
         path = _locate(name, source)
@@ -248,9 +226,27 @@ def build_program(engine: "Engine", limit: float, frames: bool = False) -> Progr
         logger.warning("could not write or import the generated source of this network's program (%s: %s); "
                        "it runs the engine's plan", type(error).__name__, error)
         return None
-    key, offset = places[-1]
-    counts = arenas[key][offset:offset + counts.size]  # the program writes each call's counts into its copy
-    return Program(function, tuple(arenas.values()), counts, counted, fixed, frames, limit, path)
+    return Program(function, tuple(arenas.values()), limit, path)
+
+
+def _counting_lines(engine: "Engine", counted: list[tuple[str, str, int]], fixed: list[tuple[str, str, int]],
+                    multiplier: str) -> list[str]:
+    """Return the lines that add a finished call's counts to ``stats``, the engine's array of statistics.
+
+    ``counted`` maps statistics to the local counters ``m``. ``fixed`` gives
+    the statistics that grow by the same amount in every block, and
+    ``multiplier`` is the number of blocks: 1, or half the number of frames.
+    """
+    from .engine import STAT_FIELDS
+
+    rows = {node.name: row for row, node in enumerate(engine.graph.nodes)}
+    amounts: dict[tuple[int, int], int] = {}
+    for name, field, amount in fixed:
+        key = (rows[name], STAT_FIELDS.index(field))
+        amounts[key] = amounts.get(key, 0) + amount
+    lines = [f"    stats[{row}, {column}] += {amount} * {multiplier}" for (row, column), amount in amounts.items()]
+    lines += [f"    stats[{rows[name]}, {STAT_FIELDS.index(field)}] += m[{index}]" for name, field, index in counted]
+    return lines
 
 
 def _pack(arrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
@@ -368,36 +364,38 @@ def _views(writer: _Writer, places: list[tuple[str, int]]) -> tuple[str, list[st
     return ", ".join(f"arena_{key}" for key in keys), views
 
 
-def _predict_source(writer: _Writer, places: list[tuple[str, int]], outputs: tuple[str, ...], limit: float) -> str:
+def _predict_source(writer: _Writer, places: list[tuple[str, int]], outputs: tuple[str, ...], counting: list[str],
+                    limit: float) -> str:
     """Return the module of a ``predict`` program: the kernels' hash, the imports and the function.
 
-    ``predict`` takes the input and the arenas of :func:`_pack`, and returns
-    (largest input magnitude, scores, status). It counts into a local array
-    and copies that to ``n`` at the end, so ``n`` contains the counts of the
-    last finished call, and an input handed back to the engine's plan
-    (status FALLBACK) is not counted twice.
+    ``predict`` takes the input, the engine's array of statistics and the
+    arenas of :func:`_pack`, and returns (largest input magnitude, scores,
+    status). It counts into a local array ``m`` and adds the ``counting``
+    lines' sums to the statistics at the end, so an input handed back to the
+    engine's plan (status FALLBACK) is not counted twice.
     """
     parameters, views = _views(writer, places)
     lines = [
-        _HEADER.format(kernels=_kernels_hash()) + f"def predict(x, {parameters}):",
+        _HEADER.format(kernels=_kernels_hash()) + f"def predict(x, stats, {parameters}):",
         *views,
         f"    scores = np.zeros({outputs[0]}.shape, np.float32)",
         f"    largest = _channels_last_copy(x, {writer.inputs[0]})",
         f"    if not largest <= {limit!r}:",
         "        return largest, scores, FALLBACK",
-        "    m = np.zeros_like(n)",
+        f"    m = np.zeros({max(1, writer.counters)}, np.int64)",
         *writer.lines,
         # The engine's arithmetic: the sum of the readouts, then one division by T.
         f"    scores[:] = {' + '.join(outputs)}" if len(outputs) == 2 else f"    scores[:] = {outputs[0]}",
         f"    scores /= np.float32({len(outputs)})",
-        "    n[:] = m",
+        *counting,
         "    return largest, scores, FINISHED if np.isfinite(scores).all() else NOT_FINITE",
         "",
     ]
     return "\n".join(lines)
 
 
-def _frames_source(writer: _Writer, places: list[tuple[str, int]], outputs: tuple[str, ...], limit: float) -> str:
+def _frames_source(writer: _Writer, places: list[tuple[str, int]], outputs: tuple[str, ...], counting: list[str],
+                   limit: float) -> str:
     """Return the module of a ``predict_frames`` program; see :func:`_predict_source`.
 
     ``predict_frames`` runs the frames two at a time, as
@@ -416,14 +414,14 @@ def _frames_source(writer: _Writer, places: list[tuple[str, int]], outputs: tupl
                 "            return largest, scores, FALLBACK"]
 
     lines = [
-        _HEADER.format(kernels=_kernels_hash()) + f"def predict_frames(xs, {parameters}):",
+        _HEADER.format(kernels=_kernels_hash()) + f"def predict_frames(xs, stats, {parameters}):",
         *views,
         f"    scores = np.zeros({outputs[0]}.shape, np.float32)",
         "    count = xs.shape[0]",
         "    largest = 0.0",
         "    if count % 2 == 1:",
         "        return largest, scores, FALLBACK",
-        "    m = np.zeros_like(n)",
+        f"    m = np.zeros({max(1, writer.counters)}, np.int64)",
         "    for block in range(count // 2):",
         "        fresh = block == 0",
         "        keep = 2 * block + 2 < count",
@@ -437,7 +435,7 @@ def _frames_source(writer: _Writer, places: list[tuple[str, int]], outputs: tupl
         f"            scores += {outputs[0]}",
         f"            scores += {outputs[1]}",
         "    scores /= np.float32(count)",
-        "    n[:] = m",
+        *counting,
         "    return largest, scores, FINISHED if np.isfinite(scores).all() else NOT_FINITE",
         "",
     ]
@@ -467,10 +465,10 @@ def _write_predict(engine: "Engine"):
     writer = _Writer()
     writer.inputs = [writer.array(np.empty((height, width, channels), np.float32))]
     counted: list[tuple[str, str, int]] = []
-    fixed: list[tuple[str, str, int, int]] = []
+    fixed: list[tuple[str, str, int]] = []
     outputs = _write_block(engine, writer, engine._fused_plan, writer.inputs * timesteps, ("True", "False"), True,
                            counted, fixed)
-    return writer, outputs, counted, [(name, field, amount, 0) for name, field, amount in fixed]
+    return writer, outputs, counted, fixed
 
 
 def _write_frames(engine: "Engine"):
@@ -486,8 +484,7 @@ def _write_frames(engine: "Engine"):
     counted: list[tuple[str, str, int]] = []
     fixed: list[tuple[str, str, int]] = []
     outputs = _write_block(engine, writer, engine._stream_plan, writer.inputs, ("fresh", "keep"), False, counted, fixed)
-    # The block counted two timesteps of every node: per timestep, that is half.
-    return writer, outputs, counted, [(name, field, 0, amount // 2) for name, field, amount in fixed]
+    return writer, outputs, counted, fixed
 
 
 def _write_block(engine: "Engine", writer: _Writer, plan: list[tuple], inputs: list[str], flags: tuple[str, str],

@@ -172,7 +172,7 @@ def test_popcount_inputs_fall_back_to_the_plan(monkeypatch, rng):
     compiled, plain = engines(model, monkeypatch)
     assert isinstance(compiled._program, Program)
     binary = (rng.random((1, 9, 10)) < 0.5).astype(np.float32)
-    assert compiled._program(binary, compiled.stats)[2] == FALLBACK
+    assert compiled._program(binary, compiled._stat_counts)[2] == FALLBACK
     assert all(stats["timesteps"] == 0 for stats in compiled.layer_stats())
     assert_same(compiled, plain, [binary, binary * 0.5, np.zeros_like(binary)])
 
@@ -335,3 +335,20 @@ def test_environment_turns_programs_off(monkeypatch, value):
     monkeypatch.delenv(DISABLE_VARIABLE)
     engine.predict(np.zeros((1, 28, 28), np.float32))
     assert engine._program is None
+
+
+def test_layer_stats_counts_both_parts(monkeypatch, rng):
+    """A counter set by hand keeps its value with program counts under it, and equal counters compare equal."""
+    graph = mnist_like_graph()
+    compiled, plain = engines(Model(graph, random_tensors(graph, rng)), monkeypatch)
+    x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
+    compiled.predict(x)
+    plain.predict(x)
+    assert compiled.stats["conv2"] == plain.stats["conv2"]
+    assert repr(compiled.stats["conv2"]) == repr(plain.stats["conv2"])
+    compiled.stats["conv2"].input_events = 5
+    assert compiled.stats["conv2"].input_events == 5
+    compiled.predict(x)
+    plain.stats["conv2"].input_events = 5
+    plain.predict(x)
+    assert compiled.stats["conv2"].input_events == plain.stats["conv2"].input_events
