@@ -134,6 +134,13 @@ class LayerStats:
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
+    def __copy__(self) -> "LayerStats":
+        """Return a snapshot: a LayerStats with the current counts that no engine updates."""
+        return LayerStats(self.name, self.kind, *(getattr(self, field) for field in STAT_FIELDS))
+
+    def __deepcopy__(self, memo: dict) -> "LayerStats":
+        return self.__copy__()
+
     def __repr__(self) -> str:
         counters = ", ".join(f"{field}={getattr(self, field)}" for field in STAT_FIELDS)
         return f"LayerStats(name={self.name!r}, kind={self.kind!r}, {counters})"
@@ -403,8 +410,14 @@ class Engine:
         return cls(model, backend=backend, threads=threads)
 
     def clone(self) -> "Engine":
-        """Return an engine over the same (read-only) weights with its own state, for another thread."""
-        return Engine(self.model, backend=self.backend, threads=self.threads)
+        """Return an engine over the same (read-only) weights with its own state, for another thread.
+
+        The clone runs compiled programs where this engine does, whatever
+        the environment says now.
+        """
+        clone = Engine(self.model, backend=self.backend, threads=self.threads)
+        clone._use_programs = self._use_programs
+        return clone
 
     @property
     def graph(self) -> Graph:

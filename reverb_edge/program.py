@@ -11,8 +11,8 @@ inference, with the choices between kernels (dense or sparse mode) and the
 counts for the statistics compiled too.
 
 The program works on its own copy of the weights and buffers it uses,
-packed into one array per dtype, so that Numba's dispatcher unboxes three
-arrays, not one per buffer. Its source names only shapes and offsets into
+packed into one array per dtype, so that Numba's dispatcher unboxes a few
+arrays (five for MNIST), not one per buffer. Its source names only shapes and offsets into
 those arrays, so models of one architecture share it. It is
 written to a file named by the hash of its text and of the kernels' source
 (see :func:`program_folder`) and imported, and Numba caches the compiled

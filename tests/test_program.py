@@ -352,3 +352,28 @@ def test_layer_stats_counts_both_parts(monkeypatch, rng):
     plain.stats["conv2"].input_events = 5
     plain.predict(x)
     assert compiled.stats["conv2"].input_events == plain.stats["conv2"].input_events
+
+
+def test_layer_stats_copy_is_snapshot(monkeypatch, rng):
+    """copy.copy of a LayerStats keeps its counts while the engine's object goes on counting."""
+    import copy
+
+    graph = mnist_like_graph()
+    compiled, _ = engines(Model(graph, random_tensors(graph, rng)), monkeypatch)
+    x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
+    compiled.predict(x)
+    snapshot = copy.copy(compiled.stats["lif1"])
+    deep = copy.deepcopy(compiled.stats["lif1"])
+    compiled.predict(x)
+    assert snapshot.timesteps == deep.timesteps == 2
+    assert compiled.stats["lif1"].timesteps == 4
+
+
+def test_clone_keeps_program_setting(monkeypatch):
+    """A clone of an engine built with programs off runs the plan too, whatever the environment says later."""
+    monkeypatch.setenv(DISABLE_VARIABLE, "0")
+    engine = Engine.load("mnist")
+    monkeypatch.delenv(DISABLE_VARIABLE)
+    clone = engine.clone()
+    clone.predict(np.zeros((1, 28, 28), np.float32))
+    assert clone._program is None
