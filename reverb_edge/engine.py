@@ -413,7 +413,7 @@ class Engine:
         """Return an engine over the same (read-only) weights with its own state, for another thread.
 
         The clone runs compiled programs where this engine does, whatever
-        the environment says now.
+        the environment variable is set to now.
         """
         clone = Engine(self.model, backend=self.backend, threads=self.threads)
         clone._use_programs = self._use_programs

@@ -370,7 +370,7 @@ def test_layer_stats_copy_is_snapshot(monkeypatch, rng):
 
 
 def test_clone_keeps_program_setting(monkeypatch):
-    """A clone of an engine built with programs off runs the plan too, whatever the environment says later."""
+    """A clone of an engine built with programs off runs the plan too, whatever the environment is later."""
     monkeypatch.setenv(DISABLE_VARIABLE, "0")
     engine = Engine.load("mnist")
     monkeypatch.delenv(DISABLE_VARIABLE)
