@@ -77,7 +77,7 @@ def check_threads(threads) -> int:
     return int(threads)
 
 
-_UNBUILT = object()  # Engine._program before the first predict
+_UNBUILT = object()  # an Engine's program before the first call of its method
 
 
 # The counters of a LayerStats, in the order of a row of Engine._stat_counts.
@@ -393,8 +393,7 @@ class Engine:
         # call on one thread; None where programs do not cover this network or the environment turns
         # them off when the engine is built.
         self._use_programs = self._fast and programs_enabled()
-        self._program: Program | None | object = _UNBUILT
-        self._frames_program: Program | None | object = _UNBUILT
+        self._programs: dict[str, Program | None] = {}
         self.stats: dict[str, LayerStats] = {}
         self.reset_stats()
 
@@ -899,40 +898,39 @@ class Engine:
         """
         x = self._check_input(x)
         with self._exclusive():
-            program = self._predict_program()
-            if program is not None:
-                largest, scores, status = program(x, self._stat_counts)
-                if status != FALLBACK:
-                    self.reset()
-                    if status == NOT_FINITE:
-                        self._finite_scores(scores)  # raises
-                    return scores
+            scores = self._run_program(self._program_of("predict"), x)
+            if scores is not None:
+                return scores
             x = self._internal(x)
             self.reset()
             return self._run_timesteps((x,) * self.timesteps, cache={})
 
-    def _predict_program(self) -> Program | None:
-        """Return the compiled predict of this engine, building it at the first call; None where there is none.
+    def _program_of(self, method: str) -> Program | None:
+        """Return the compiled ``predict`` or ``predict_frames`` of this engine, building it at the first call.
 
-        Programs run on one thread; with more, predict runs the plan.
+        None where there is none: programs run on one thread, for the
+        networks that :func:`reverb_edge.program.build_program` covers.
         """
         if self.threads != 1:
             return None
-        if self._program is _UNBUILT:
-            self._program = build_program(self, MAX_INPUT_MAGNITUDE) if self._use_programs else None
-            if self._program is not None:
-                logger.debug("predict runs %s", self._program.path)
-        return self._program
+        if self._programs.get(method, _UNBUILT) is _UNBUILT:
+            program = build_program(self, MAX_INPUT_MAGNITUDE, frames=method == "predict_frames") if self._use_programs else None
+            self._programs[method] = program
+            if program is not None:
+                logger.debug("%s runs %s", method, program.path)
+        return self._programs[method]
 
-    def _predict_frames_program(self) -> Program | None:
-        """Return the compiled predict_frames of this engine, like :meth:`_predict_program`."""
-        if self.threads != 1:
+    def _run_program(self, program: Program | None, x: np.ndarray) -> np.ndarray | None:
+        """Run ``program`` on ``x`` and return the scores, or None where the plan must run the input."""
+        if program is None:
             return None
-        if self._frames_program is _UNBUILT:
-            self._frames_program = build_program(self, MAX_INPUT_MAGNITUDE, frames=True) if self._use_programs else None
-            if self._frames_program is not None:
-                logger.debug("predict_frames runs %s", self._frames_program.path)
-        return self._frames_program
+        largest, scores, status = program(x, self._stat_counts)
+        if status == FALLBACK:
+            return None
+        self.reset()
+        if status == NOT_FINITE:
+            self._finite_scores(scores)  # raises
+        return scores
 
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """Reset, run one timestep per frame of ``frames`` (T, C, H, W), return the mean readout.
@@ -949,14 +947,9 @@ class Engine:
             )
         if frames.dtype == np.float32 and frames.flags.c_contiguous and frames.shape[1:] == self.input_spec.shape:
             with self._exclusive():
-                program = self._predict_frames_program()
-                if program is not None:
-                    largest, scores, status = program(frames, self._stat_counts)
-                    if status != FALLBACK:
-                        self.reset()
-                        if status == NOT_FINITE:
-                            self._finite_scores(scores)  # raises
-                        return scores
+                scores = self._run_program(self._program_of("predict_frames"), frames)
+                if scores is not None:
+                    return scores
         checked = [self._internal(self._check_input(frame)) for frame in frames]
         with self._exclusive():
             self.reset()

@@ -34,8 +34,8 @@ def engines(model: Model, monkeypatch) -> tuple[Engine, Engine]:
     compiled.predict_frames(zeros[None])
     plain.reset_stats()
     compiled.reset_stats()
-    assert plain._program is None
-    assert plain._frames_program is None
+    assert plain._programs.get("predict") is None
+    assert plain._programs.get("predict_frames") is None
     return compiled, plain
 
 
@@ -49,8 +49,8 @@ def test_shipped_mnist_model_on_real_digits(mnist_dir, monkeypatch):
     """The shipped model takes the program, and 300 real test digits give the plan's scores and statistics."""
     model = Engine.load("mnist").model
     compiled, plain = engines(model, monkeypatch)
-    assert isinstance(compiled._program, Program)
-    assert compiled._program.path.parent == program_folder()
+    assert isinstance(compiled._programs.get("predict"), Program)
+    assert compiled._programs.get("predict").path.parent == program_folder()
     images, _ = load_mnist(mnist_dir, "test")
     inputs = [compiled.preprocess(image) for image in images[:300]]
     assert_same(compiled, plain, inputs)
@@ -101,7 +101,7 @@ def test_program_matches_the_plan(graph, monkeypatch, rng):
     """Sparse, dense, all-zero and negative inputs give the plan's scores and statistics on networks the program covers."""
     model = Model(graph, random_tensors(graph, rng))
     compiled, plain = engines(model, monkeypatch)
-    assert isinstance(compiled._program, Program)
+    assert isinstance(compiled._programs.get("predict"), Program)
     shape = graph.input.shape
     sparse = np.where(rng.random(shape) < 0.3, rng.normal(0.0, 2.0, shape), 0.0).astype(np.float32)
     inputs = [rng.normal(0.3, 1.5, shape).astype(np.float32) for _ in range(4)]
@@ -109,7 +109,7 @@ def test_program_matches_the_plan(graph, monkeypatch, rng):
     assert_same(compiled, plain, inputs)
 
     # Frames: one to five, each different, from one C-contiguous float32 array.
-    assert isinstance(compiled._frames_program, Program)
+    assert isinstance(compiled._programs.get("predict_frames"), Program)
     clips = [np.stack([inputs[(start + k) % len(inputs)] for k in range(count)]).astype(np.float32)
              for start, count in enumerate((1, 2, 3, 4, 5, 2, 1))]
     assert_same(compiled, plain, clips, "predict_frames")
@@ -127,8 +127,8 @@ def test_shipped_nmnist_model_on_real_recordings(monkeypatch):
         pytest.skip(f"real N-MNIST recordings not found in {folder}; set REVERB_DATA to the data folder")
     recordings, _ = load_nmnist(folder, "test", limit=40)
     compiled, plain = engines(Engine.load("nmnist").model, monkeypatch)
-    assert isinstance(compiled._frames_program, Program)
-    assert compiled._program is None  # T = 6: predict still runs the plan
+    assert isinstance(compiled._programs.get("predict_frames"), Program)
+    assert compiled._programs.get("predict") is None  # T = 6: predict still runs the plan
     assert_same(compiled, plain, recordings, "predict_events")
 
 
@@ -170,9 +170,9 @@ def test_popcount_inputs_fall_back_to_the_plan(monkeypatch, rng):
     """Where the popcount kernel pays, the program hands the input back without counting it, and the plan runs it."""
     model = binary_spike_model(rng)
     compiled, plain = engines(model, monkeypatch)
-    assert isinstance(compiled._program, Program)
+    assert isinstance(compiled._programs.get("predict"), Program)
     binary = (rng.random((1, 9, 10)) < 0.5).astype(np.float32)
-    assert compiled._program(binary, compiled._stat_counts)[2] == FALLBACK
+    assert compiled._programs["predict"](binary, compiled._stat_counts)[2] == FALLBACK
     assert all(stats["timesteps"] == 0 for stats in compiled.layer_stats())
     assert_same(compiled, plain, [binary, binary * 0.5, np.zeros_like(binary)])
 
@@ -193,11 +193,11 @@ def test_uncovered_networks_run_the_plan(timesteps, monkeypatch, rng):
     graph = Graph(spec, nodes, timesteps=timesteps)
     engine = Engine(Model(graph, random_tensors(graph, rng)))
     engine.predict(np.ones((2, 6, 6), np.float32))
-    assert engine._program is None
+    assert engine._programs.get("predict") is None
     chain = chain_graph((1, 4), timesteps=timesteps)
     engine = Engine(Model(chain, random_tensors(chain, rng)))
     engine.predict(np.ones((1, 13, 12), np.float32))
-    assert (engine._program is None) == (timesteps > 2)
+    assert (engine._programs.get("predict") is None) == (timesteps > 2)
 
 
 def test_bad_inputs_raise_as_in_the_plan(monkeypatch, rng):
@@ -236,7 +236,7 @@ def test_engines_of_one_architecture_share_the_program(monkeypatch, rng):
     x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
     a.predict(x)
     b.predict(x)
-    assert a._program.path == b._program.path
+    assert a._programs.get("predict").path == b._programs.get("predict").path
     monkeypatch.setenv(DISABLE_VARIABLE, "0")
     np.testing.assert_array_equal(Engine(b.model).predict(x), b.predict(x))
 
@@ -245,7 +245,7 @@ def test_damaged_program_file_rewritten(monkeypatch, rng, caplog):
     """A program file cut short is replaced with a warning, and predict gives the plan's scores."""
     graph = mnist_like_graph()
     model = Model(graph, random_tensors(graph, rng))
-    path = Engine(model)._predict_program().path
+    path = Engine(model)._program_of("predict").path
     text = path.read_text()
     path.write_text(text[: len(text) // 2])
     compiled, plain = engines(model, monkeypatch)
@@ -267,7 +267,7 @@ def test_no_private_folder_runs_the_plan(monkeypatch, rng, tmp_path, caplog):
     engine = Engine(Model(graph, random_tensors(graph, rng)))
     x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
     scores = engine.predict(x)
-    assert engine._program is None
+    assert engine._programs.get("predict") is None
     assert "others may write to it" in caplog.text
     monkeypatch.setenv(DISABLE_VARIABLE, "0")
     np.testing.assert_array_equal(scores, Engine(engine.model).predict(x))
@@ -290,7 +290,7 @@ def test_two_threads_build_one_program(monkeypatch, rng):
     """Engines building the same program in two threads at once both get it (the module is registered once it has run)."""
     graph = mnist_like_graph()
     model = Model(graph, random_tensors(graph, rng))
-    name = Engine(model)._predict_program().path.stem
+    name = Engine(model)._program_of("predict").path.stem
     x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
     expected = Engine(model).predict(x)
     for _ in range(10):
@@ -306,7 +306,7 @@ def test_two_threads_build_one_program(monkeypatch, rng):
             thread.start()
         for thread in threads:
             thread.join()
-        assert all(isinstance(engine._program, Program) for engine in pair)
+        assert all(isinstance(engine._programs.get("predict"), Program) for engine in pair)
         for scores in results:
             np.testing.assert_array_equal(scores, expected)
 
@@ -316,7 +316,7 @@ def test_warmed_read_only_folder_is_used(monkeypatch, rng, tmp_path):
     graph = mnist_like_graph()
     model = Model(graph, random_tensors(graph, rng))
     monkeypatch.setattr(programs, "_shared_folder", lambda: tmp_path)
-    warmed = Engine(model)._predict_program().path
+    warmed = Engine(model)._program_of("predict").path
     assert warmed.parent == tmp_path
 
     def no_writable_folder():
@@ -324,7 +324,7 @@ def test_warmed_read_only_folder_is_used(monkeypatch, rng, tmp_path):
 
     monkeypatch.setattr(programs, "program_folder", no_writable_folder)
     engine = Engine(model)
-    assert engine._predict_program().path == warmed
+    assert engine._program_of("predict").path == warmed
 
 
 @pytest.mark.parametrize("value", ["0", "off", "False", " no "])
@@ -334,7 +334,7 @@ def test_environment_turns_programs_off(monkeypatch, value):
     engine = Engine.load("mnist")
     monkeypatch.delenv(DISABLE_VARIABLE)
     engine.predict(np.zeros((1, 28, 28), np.float32))
-    assert engine._program is None
+    assert engine._programs.get("predict") is None
 
 
 def test_layer_stats_counts_both_parts(monkeypatch, rng):
@@ -376,4 +376,4 @@ def test_clone_keeps_program_setting(monkeypatch):
     monkeypatch.delenv(DISABLE_VARIABLE)
     clone = engine.clone()
     clone.predict(np.zeros((1, 28, 28), np.float32))
-    assert clone._program is None
+    assert clone._programs.get("predict") is None

@@ -80,7 +80,7 @@ compiled = [
     if isinstance(value, numba.core.registry.CPUDispatcher) and value.stats.cache_misses
 ]
 # The compiled predict and predict_frames of this network (reverb_edge.program) came from the cache too.
-for program in (engine._program, engine._frames_program):
+for program in (engine._programs.get("predict"), engine._programs.get("predict_frames")):
     if program is None or program._function.stats.cache_misses:
         compiled.append(f"program {program}")
 print(compiled)
