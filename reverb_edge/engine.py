@@ -77,7 +77,7 @@ def check_threads(threads) -> int:
     return int(threads)
 
 
-_UNBUILT = object()  # an Engine's program before the first call of its method
+_UNBUILT = object()  # marks a program that is not built yet (see Engine._program_of)
 
 
 # The counters of a LayerStats, in the order of a row of Engine._stat_counts.

@@ -1,4 +1,4 @@
-"""One compiled call per ``predict``: a Numba function written out for one engine's network.
+"""One compiled call per inference: a Numba function written out for one engine's network.
 
 The engine's plan runs each node from Python, so every inference passes
 through the interpreter and Numba's dispatcher once per node. On its own
@@ -12,22 +12,24 @@ counts for the statistics compiled too.
 
 The program works on its own copy of the weights and buffers it uses,
 packed into one array per dtype, so that Numba's dispatcher unboxes a few
-arrays (five for MNIST), not one per buffer. Its source names only shapes and offsets into
-those arrays, so models of one architecture share it. It is
-written to a file named by the hash of its text and of the kernels' source
-(see :func:`program_folder`) and imported, and Numba caches the compiled
-function next to it, like the kernels. A new architecture compiles once: for
-the MNIST model that took about 7 s on top of its kernels on the benchmark
-machine (docs/engine.md), and ``reverb-edge warmup`` does it at install.
+arrays (five for MNIST), not one per buffer. Its source names only shapes
+and offsets into those arrays, so models of one architecture share it. It
+is written to a file named by the hash of its text and of the kernels'
+source (see :func:`program_folder`) and run from that text, and Numba caches
+the compiled function next to it, like the kernels. A new architecture
+compiles once: for the MNIST model's ``predict`` that took about 7 s on top
+of its kernels on the benchmark machine, and ``reverb-edge warmup`` does it
+at install.
 
 There are two kinds: ``predict`` (direct encoding, T <= 2) and
 ``predict_frames`` (any even number of frames, which covers binned events).
 Both run on one thread, for networks of convolutions merged with their
 neurons (and max pooling), linear layers and LIF nodes. :func:`build_program`
 returns None for anything else, and the engine then runs its plan as
-before. Rare inputs go back to the plan too: an odd number of frames, spikes
-dense enough for a convolution's dense mode, binary spikes for the popcount
-kernel. The results are the same bit for bit either way.
+before. Rare inputs go back to the plan too, such as an odd number of
+frames, spikes dense enough for a convolution's dense mode, or 0/1 spikes
+for the popcount kernel (:func:`_write_fallbacks` and docs/engine.md list
+them). The results are the same bit for bit either way.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def _kernels_hash() -> str:
 def program_folder() -> Path:
     """Return the folder for new programs: ``programs`` in the kernels' cache folder, else a private temporary one.
 
-    The programs are imported, so a shared temporary folder is used only if
+    The programs are run as code, so a shared temporary folder is used only if
     this user owns it and no other user may write to it.
     """
     try:
@@ -178,11 +180,10 @@ class Program:
     statistics (``Engine._stat_counts``), which the LayerStats read.
     """
 
-    def __init__(self, function, arenas: tuple[np.ndarray, ...], limit: float, path: Path) -> None:
+    def __init__(self, function, arenas: tuple[np.ndarray, ...], path: Path) -> None:
         self._function = function
         self._arenas = arenas
-        self.limit = limit
-        self.path = path
+        self.path = path  # the generated source
 
     def __call__(self, x: np.ndarray, stat_counts: np.ndarray) -> tuple[float, np.ndarray, int]:
         """Run one inference; return (largest input magnitude, class scores, status).
@@ -226,7 +227,7 @@ def build_program(engine: "Engine", limit: float, frames: bool = False) -> Progr
         logger.warning("could not write or import the generated source of this network's program (%s: %s); "
                        "it runs the engine's plan", type(error).__name__, error)
         return None
-    return Program(function, tuple(arenas.values()), limit, path)
+    return Program(function, tuple(arenas.values()), path)
 
 
 def _counting_lines(engine: "Engine", counted: list[tuple[str, str, int]], fixed: list[tuple[str, str, int]],

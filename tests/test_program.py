@@ -278,12 +278,12 @@ def test_held_layer_stats_update(monkeypatch, rng):
     """A LayerStats taken from engine.stats before predict counts the program's calls, as the plan's."""
     graph = mnist_like_graph()
     compiled, plain = engines(Model(graph, random_tensors(graph, rng)), monkeypatch)
-    taken = (compiled.stats["lif2"], plain.stats["lif2"])
+    before = (compiled.stats["lif2"], plain.stats["lif2"])
     x = rng.normal(0.0, 1.0, (1, 28, 28)).astype(np.float32)
     compiled.predict(x)
     plain.predict(x)
-    assert taken[0].timesteps == taken[1].timesteps == 2
-    assert taken[0].spikes == taken[1].spikes
+    assert before[0].timesteps == before[1].timesteps == 2
+    assert before[0].spikes == before[1].spikes
 
 
 def test_two_threads_build_one_program(monkeypatch, rng):
