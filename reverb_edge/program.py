@@ -77,6 +77,7 @@ from reverb_edge.kernels.conv import _conv2d_pairs, _conv2d_strips, _fire_row_pa
 from reverb_edge.kernels.layout import _channels_last_copy
 from reverb_edge.kernels.neuron import _lif_first_step_kernel, _lif_pair_kernel, _lif_step_kernel
 from reverb_edge.kernels.pool import _max_pool2d_kernel
+from reverb_edge.kernels.scatter import _conv2d_scatter
 
 
 FINISHED, NOT_FINITE, FALLBACK = 0, 1, 2
@@ -619,10 +620,14 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, flags, siz
             return writer.array(pool[2]), writer.array(pool[3])
         return writer.array(spikes), writer.array(spikes_next)
 
-    # PreparedConv2d.fire with the lists of one or two timesteps and the neurons in the kernel.
     two = steps == 2
     pool = pair.pooling if two else function.pooling
     x_next = x_in[1] if two else x
+    if layer.scatter is not None:
+        return _write_scatter(writer, layer, x, x_next, two, pool, spikes, spikes_next, membrane, tau, threshold, flags,
+                              weights, events, fired)
+
+    # PreparedConv2d.fire with the lists of one or two timesteps and the neurons in the kernel.
     lists = f"{writer.array(layer.keys)}, {_values(writer, layer, two)}, {writer.array(layer.starts)}"
     time_tag = "(0, 0)" if two else "(0,)"
     writer.emit(f"{count}, {count}_next, {ones}, {ones}_next = _list_row_events({x}, {x_next}, {layer.group_in}, "
@@ -654,6 +659,36 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, flags, siz
     writer.emit(f"m[{fired}] += fired{fired} + fired{fired}_next" if two else f"m[{fired}] += fired{fired}")
     if pool is None:
         outputs = targets
+    return outputs if two else outputs[:1]
+
+
+def _write_scatter(writer, layer, x, x_next, two, pool, spikes, spikes_next, membrane, tau, threshold, flags, weights,
+                   events, fired):
+    """Write PreparedConv2d.fire through the scatter kernel, which needs no list and no hand-back.
+
+    Unlike the plan, the program does not test for an input that the
+    popcount kernel would take: the scatter kernel gives the same bits for
+    it, and the program never calls the popcount kernel.
+    """
+    scatter_weights, accumulators = layer.scatter
+    if pool is not None:
+        kernel_h, kernel_w, pooled, pooled_next, rows, rows_next = pool
+        targets = (writer.array(rows), writer.array(rows_next))
+        outputs = (writer.array(pooled), writer.array(pooled_next))
+    else:
+        kernel_h = kernel_w = 0
+        targets = (writer.array(spikes), writer.array(spikes_next if two else spikes))
+        outputs = targets
+    scale, bias = weights.split(", ")[1:]
+    time_tag = "(0, 0)" if two else "(0,)"
+    count = f"events{events}"
+    writer.emit(f"{count}, {count}_next, fired{fired}, fired{fired}_next = _conv2d_scatter({x}, {x_next}, "
+                f"{writer.array(scatter_weights)}, {scale}, {bias}, {layer.top}, {layer.left}, "
+                f"{writer.array(accumulators)}, {targets[0]}, {targets[1]}, {writer.array(membrane)}, {tau}, "
+                f"{threshold}, {layer.binary_tag!r}, {time_tag}, (0,), {flags[0]}, {flags[1]}, {outputs[0]}, "
+                f"{outputs[1]}, {kernel_h}, {kernel_w})")
+    writer.emit(f"m[{events}] += {count} + {count}_next" if two else f"m[{events}] += {count}")
+    writer.emit(f"m[{fired}] += fired{fired} + fired{fired}_next" if two else f"m[{fired}] += fired{fired}")
     return outputs if two else outputs[:1]
 
 

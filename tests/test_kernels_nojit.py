@@ -124,6 +124,20 @@ for x_now, pair_out, spikes_now in zip(inputs, both, spikes):
     np.testing.assert_array_equal(spikes_now.reshape(-1), expected)
 np.testing.assert_array_equal(membrane.reshape(-1), expected_membrane)
 
+# The scatter kernel (17 inputs, so the layer takes it) against the gather kernel and the reference.
+chw = sparse((17, 5, 6))
+weight = np.where(rng.standard_normal((17, 17, 3, 3)) >= 0, 1.0, -1.0).astype(np.float32)
+geometry = check_float_conv2d("nojit", chw, weight, scale, bias, 1, 1, 1, 1)[4]
+scattering = PreparedConv2d(weight, scale, bias, geometry, 5, 6)
+gathering = PreparedConv2d(weight, scale, bias, geometry, 5, 6)
+assert scattering.scatter is not None
+gathering.scatter = None
+x_now = np.ascontiguousarray(chw.transpose(1, 2, 0))
+scattered = scattering(x_now)[0]
+np.testing.assert_array_equal(scattered, gathering(x_now)[0])
+np.testing.assert_allclose(scattered.transpose(2, 0, 1), reference.float_conv2d(chw, weight, scale, bias, padding=1),
+                           rtol=1e-5, atol=1e-5 * 17 * 9)
+
 linear = prepare_linear(weight.reshape(17, -1)[:, :40], scale, bias)
 vectors = [sparse((40,)), sparse((40,))]
 both = [out.copy() for out in linear.pair(*vectors)[:2]]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import data_root
-from helpers import mnist_like_graph, random_tensors
+from helpers import CountingCalls, mnist_like_graph, random_tensors
 from reverb_edge import Engine, InputError
 from reverb_edge.bitpack import pack_signs
 from reverb_edge.datasets import load_mnist
@@ -18,7 +18,7 @@ from reverb_edge.graph import Graph, InputSpec
 from reverb_edge.modelfile import Model
 from reverb_edge.nodes import LIF, Add, Conv2d, Flatten, Linear, MaxPool2d
 from reverb_edge import program as programs
-from reverb_edge.program import DISABLE_VARIABLE, FALLBACK, Program, program_folder
+from reverb_edge.program import DISABLE_VARIABLE, FALLBACK, FINISHED, Program, program_folder
 
 
 def engines(model: Model, monkeypatch) -> tuple[Engine, Engine]:
@@ -146,16 +146,19 @@ def test_frames_fall_back_for_other_arrays(monkeypatch, rng):
     assert compiled.layer_stats() == plain.layer_stats()
 
 
-def binary_spike_model(rng) -> Model:
-    """Return a model whose second convolution gets spikes of exactly 1.0, for which the engine takes the popcount kernel."""
+def binary_spike_model(rng, outputs: int = 40) -> Model:
+    """Return a model whose second convolution gets spikes of exactly 1.0, for which the engine takes the popcount kernel.
+
+    With 40 outputs that convolution gathers; with at most 32 it scatters.
+    """
     spec = InputSpec((1, 9, 10), (0.0,), (1.0,), False, tuple("ab"))
     nodes = (
         Conv2d("copy", in_channels=1, out_channels=16, kernel_size=1, padding=0),
         LIF("copy_lif", tau=0.0, threshold=0.5),
-        Conv2d("wide", in_channels=16, out_channels=16, kernel_size=3, padding=1),
+        Conv2d("wide", in_channels=16, out_channels=outputs, kernel_size=3, padding=1),
         LIF("wide_lif", tau=0.5, threshold=0.3),
         Flatten("flatten"),
-        Linear("readout", in_features=16 * 9 * 10, out_features=2, weight_format="float32"),
+        Linear("readout", in_features=outputs * 9 * 10, out_features=2, weight_format="float32"),
     )
     graph = Graph(spec, nodes, timesteps=2)
     tensors = random_tensors(graph, rng)
@@ -175,6 +178,20 @@ def test_popcount_inputs_fall_back_to_the_plan(monkeypatch, rng):
     assert compiled._programs["predict"](binary, compiled._stat_counts)[2] == FALLBACK
     assert all(stats["timesteps"] == 0 for stats in compiled.layer_stats())
     assert_same(compiled, plain, [binary, binary * 0.5, np.zeros_like(binary)])
+
+
+def test_scatter_layer_keeps_popcount_inputs(monkeypatch, rng):
+    """A layer that scatters runs 0/1 spikes in the program, with the scores and counts of the plan's popcount kernel."""
+    model = binary_spike_model(rng, outputs=16)
+    compiled, plain = engines(model, monkeypatch)
+    assert compiled._executors["wide"].layer.scatter is not None
+    plain._executors["wide"].layer.popcount = CountingCalls(plain._executors["wide"].layer.popcount)
+    binary = (rng.random((1, 9, 10)) < 0.5).astype(np.float32)
+
+    assert compiled._programs["predict"](binary, compiled._stat_counts)[2] == FINISHED
+    compiled.reset_stats()
+    assert_same(compiled, plain, [binary, binary * 0.5, np.zeros_like(binary)])
+    assert plain._executors["wide"].layer.popcount.calls > 0
 
 
 @pytest.mark.parametrize("timesteps", [2, 3])

@@ -32,6 +32,10 @@ pixels' accumulators are independent, so their additions overlap in the
 CPU's pipelines instead of waiting for one another. Dilated and grouped
 dense layers take the one-pixel kernel (``_conv2d_rows``).
 
+Scatter. A 3 x 3, stride-1 layer with enough input channels takes
+``_conv2d_scatter`` (``scatter.py``) instead, which adds each non-zero input
+to the output pixels it reaches, in an order that gives the same sums.
+
 Sums are accumulated in float32 in the order shown above. Float weights
 take a separate multiply and add. Binary weight rows take a fused
 multiply-add, which gives the same result because a product with -1, 0 or
@@ -45,20 +49,25 @@ from reverb_edge.bitpack import unpack_signs
 from reverb_edge.kernels.checks import Conv2dGeometry, check_binary_conv2d, check_float_conv2d
 from reverb_edge.kernels.config import NJIT_OPTIONS, PARALLEL_OPTIONS
 from reverb_edge.kernels.neuron import _lif_first_step_kernel, _lif_pair_kernel, _lif_step_kernel
-from reverb_edge.kernels.pool import _max_pool2d_kernel, _max_pool_window_row
+from reverb_edge.kernels.pool import _max_pool2d_kernel
 from reverb_edge.kernels.popcount import POPCOUNT_DENSITY, POPCOUNT_FROM, PopcountConv2d, trailing_zeros
+from reverb_edge.kernels.rows import _finish_row, _fire_row_pair, _store_pixel
+from reverb_edge.kernels.scatter import (
+    SCATTER_BLOCK,
+    _conv2d_scatter,
+    _count_events,
+    scatter_buffers,
+    scatter_eligible,
+    scatter_weights,
+)
 from reverb_edge.kernels.simd import (
     LANES,
     vaffine,
-    vcount_fired,
-    vfire,
     vlane,
     vload,
-    vmuladd,
     vmuladd_lanes,
     vrowadd,
     vnonzero_bits,
-    vreset,
     vstore,
     vzero,
 )
@@ -70,6 +79,13 @@ BLOCK = 4 * LANES
 # random inputs shaped like the MNIST model's second convolution (32 to 32 channels,
 # 28 x 28), the dense mode was faster only above 80 to 90 % non-zero inputs.
 DENSE_FROM = 0.9
+
+# The scatter kernel serves a layer with at least this many input channels (and at most
+# SCATTER_BLOCK outputs). On the spikes of 100 real N-MNIST recordings (one thread, both timesteps
+# of a pair) it took 116 against 155 us for 32 to 32 channels at 34 x 34, but 63 against 43 us for
+# the 2-channel first layer, where most pixels have no event, and 122 against 92 us for 32 to 64
+# channels at 17 x 17, whose input it reads twice.
+SCATTER_FROM = 16
 
 # Time tags for _list_row_events and _conv2d_pairs: one timestep, or two at once.
 ONE_TIMESTEP = (0,)
@@ -132,6 +148,12 @@ class PreparedConv2d:
                 max(self.left + in_width, (strips_width - 1) * self.stride_w + kernel_w),
                 geometry.in_channels,
             ), np.float32)
+        # A 3 x 3, stride-1 layer with enough input channels scatters its non-zero inputs on one
+        # thread (see scatter.py): its weights reordered, and two rings of accumulator rows.
+        self.scatter = None
+        if (scatter_eligible(geometry.kernel, geometry.stride, self.dilation, geometry.groups, geometry.padding)
+                and geometry.in_channels >= SCATTER_FROM and padded <= SCATTER_BLOCK):
+            self.scatter = (scatter_weights(self.rows), scatter_buffers(in_width))
         # A depthwise layer (one input and one output channel per group) runs its own kernel, which
         # puts 16 channels in one vector instead of 16 outputs of one channel.
         self.depthwise = None
@@ -162,6 +184,8 @@ class PreparedConv2d:
                 _conv2d_strips(x, self.bordered, self.rows, self.scale, self.bias, self.stride_h, self.stride_w,
                                self.top, self.left, out, self.vector_tag, self.binary_tag)
                 return out, events
+        if dense is None and self._scatter_serves(threads, x, None):
+            return out, self._scatter(x, x, out, out, ONE_TIMESTEP)[0]
         events, _, ones, _ = _list_row_events(x, x, self.group_in, self.keys, self.values, self.starts, ONE_TIMESTEP)
         if dense is None and self._popcount_pays(events, ones, x.size):
             return self.popcount(x, out), events
@@ -189,6 +213,9 @@ class PreparedConv2d:
         loads and the loop overhead between the timesteps. Otherwise this is
         two calls. The results equal two calls bit for bit either way.
         """
+        if self._scatter_serves(threads, x, x_next):
+            events, events_next, _, _ = self._scatter(x, x_next, self.out, self.out_next, TWO_TIMESTEPS)
+            return self.out, self.out_next, events, events_next
         listed = self._list_for_pairs(x, x_next)
         if listed is not None:
             events, events_next, dense = listed
@@ -221,6 +248,27 @@ class PreparedConv2d:
             return None
         return events, events_next, dense
 
+    def _scatter_serves(self, threads: int, x: np.ndarray, x_next: np.ndarray | None) -> bool:
+        """Return whether :func:`_conv2d_scatter` runs this layer on these inputs: one thread, and no popcount input."""
+        if self.scatter is None or threads != 1:
+            return False
+        if self.popcount is None:
+            return True
+        return not any(self._popcount_pays(*_count_events(value), value.size)
+                       for value in (x, x_next) if value is not None)
+
+    def _scatter(self, x, x_next, out, out_next, time_tag, neuron=None, fresh=False, keep=True,
+                 pool=None) -> tuple[int, int, int, int]:
+        """Run :func:`_conv2d_scatter`; return (non-zero inputs, at the next timestep, neurons fired, at the next)."""
+        weights, accumulators = self.scatter
+        membrane, tau, threshold = (out, NO_CONSTANT, NO_CONSTANT) if neuron is None else neuron
+        kernel_h, kernel_w, pooled, pooled_next = (0, 0, out, out) if pool is None else pool[:4]
+        return _conv2d_scatter(
+            x, x_next, weights, self.scale, self.bias, self.top, self.left, accumulators, out, out_next, membrane,
+            tau, threshold, self.binary_tag, time_tag, () if neuron is None else (0,), bool(fresh), bool(keep),
+            pooled, pooled_next, kernel_h, kernel_w,
+        )
+
     def _popcount_pays(self, events: int, ones: int, size: int) -> bool:
         """Return whether the popcount kernel serves an input with these counts: binary, with enough ones."""
         return self.popcount is not None and ones == events and ones >= POPCOUNT_DENSITY * size
@@ -234,9 +282,9 @@ class PreparedConv2d:
         the output, and float32 constants. ``fresh`` is True when the first
         timestep is the first after a reset; ``keep`` False allows the
         potentials after the last timestep to go unstored. Where
-        :func:`_conv2d_pairs` serves the layer, it runs the neuron step over
-        each output row as soon as the row is finished, so the currents are
-        never stored. Otherwise the currents go to ``self.out`` and the LIF
+        :func:`_conv2d_scatter` or :func:`_conv2d_pairs` serves the layer, it
+        runs the neuron step over each output row as soon as the row is
+        finished, so the currents are never stored. Otherwise the currents go to ``self.out`` and the LIF
         kernels run after. Either way the spikes and potentials equal those
         of the layer followed by ``lif_step``, bit for bit.
 
@@ -258,6 +306,12 @@ class PreparedConv2d:
         membrane, tau, threshold, spikes, spikes_next = neuron
         if x_next is x:
             return self._fire_repeated(x, neuron, fresh, threads, keep, pool)
+        if self._scatter_serves(threads, x, x_next):
+            second, time_tag = (x, ONE_TIMESTEP) if x_next is None else (x_next, TWO_TIMESTEPS)
+            if pool is not None:
+                spikes, spikes_next = pool[4], pool[5]
+            return self._scatter(x, second, spikes, spikes_next, time_tag, (membrane, tau, threshold), fresh, keep,
+                                 pool)
         listed = self._list_for_pairs(x, x_next)
         if listed is not None:
             events, events_next, dense = listed
@@ -720,115 +774,6 @@ def _conv2d_rows_in_mode(
                                 flat_out[at + j] = vlane(acc3, j - 3 * LANES)
 
 
-@njit(inline="always")
-def _store_pixel(acc0, acc1, acc2, acc3, flat_scale, flat_bias, constants, flat_out, at, vectors, valid):
-    """Apply scale and bias to one pixel's accumulators and store its ``valid`` outputs at ``at``."""
-    acc0 = vaffine(acc0, vload(flat_scale, constants), vload(flat_bias, constants))
-    if vectors > 1:
-        acc1 = vaffine(acc1, vload(flat_scale, constants + LANES), vload(flat_bias, constants + LANES))
-    if vectors > 2:
-        acc2 = vaffine(acc2, vload(flat_scale, constants + 2 * LANES), vload(flat_bias, constants + 2 * LANES))
-    if vectors > 3:
-        acc3 = vaffine(acc3, vload(flat_scale, constants + 3 * LANES), vload(flat_bias, constants + 3 * LANES))
-    if valid == vectors * LANES:
-        vstore(flat_out, at, acc0)
-        if vectors > 1:
-            vstore(flat_out, at + LANES, acc1)
-        if vectors > 2:
-            vstore(flat_out, at + 2 * LANES, acc2)
-        if vectors > 3:
-            vstore(flat_out, at + 3 * LANES, acc3)
-    else:
-        # The last block of a group whose width is not a multiple of 16.
-        for j in range(valid):
-            if j < LANES:
-                flat_out[at + j] = vlane(acc0, j)
-            elif j < 2 * LANES:
-                flat_out[at + j] = vlane(acc1, j - LANES)
-            elif j < 3 * LANES:
-                flat_out[at + j] = vlane(acc2, j - 2 * LANES)
-            else:
-                flat_out[at + j] = vlane(acc3, j - 3 * LANES)
-
-
-@njit(**NJIT_OPTIONS)
-def _fire_row(flat_spikes, flat_membrane, first_at, lag, out_width, out_channels, valid, tau, threshold, fresh, keep):
-    """Run one LIF step for ``valid`` channels of each pixel of an output row, whose currents are in ``flat_spikes``.
-
-    The channels of pixel ox start at first_at + ox * out_channels, and
-    their membrane potentials ``lag`` elements later. Each current is
-    replaced by its spike, with the arithmetic of ``_lif_step_kernel``
-    (``_lif_first_step_kernel`` when ``fresh``), 16 neurons per vector. The
-    membrane potentials are stored only when ``keep``. Returns how many
-    neurons fired.
-    """
-    fired = 0
-    zero = np.float32(0.0)
-    whole = valid - valid % LANES
-    for ox in range(out_width):
-        at = first_at + ox * out_channels
-        for j in range(at, at + whole, LANES):
-            current = vload(flat_spikes, j)
-            potential = current if fresh else vmuladd(current, vload(flat_membrane, j + lag), tau)
-            vstore(flat_spikes, j, vfire(potential, threshold))
-            if keep:
-                vstore(flat_membrane, j + lag, vreset(potential, threshold))
-            fired += vcount_fired(potential, threshold)
-        for j in range(at + whole, at + valid):
-            potential = flat_spikes[j] if fresh else tau * flat_membrane[j + lag] + flat_spikes[j]
-            spike = potential >= threshold
-            flat_spikes[j] = potential if spike else zero
-            if keep:
-                flat_membrane[j + lag] = zero if spike else potential
-            fired += 1 if spike else 0
-    return fired
-
-
-@njit(**NJIT_OPTIONS)
-def _fire_row_pair(flat_spikes, flat_next, flat_membrane, first_at, lag, out_width, out_channels, valid, tau,
-                   threshold, fresh, keep, repeat):
-    """Run two consecutive LIF steps over an output row, as two calls of :func:`_fire_row` would.
-
-    The currents of the first step are in ``flat_spikes`` and of the second
-    in ``flat_next``; both are replaced by spikes. With ``repeat`` the
-    second step takes the first one's currents again and ``flat_next``
-    only receives spikes. The potential between the steps stays in a
-    register, so ``flat_membrane`` is read only when not ``fresh`` and
-    written only when ``keep``. Returns the two counts of neurons fired.
-    """
-    fired = 0
-    fired_next = 0
-    zero = np.float32(0.0)
-    whole = valid - valid % LANES
-    for ox in range(out_width):
-        at = first_at + ox * out_channels
-        for j in range(at, at + whole, LANES):
-            current = vload(flat_spikes, j)
-            potential = current if fresh else vmuladd(current, vload(flat_membrane, j + lag), tau)
-            vstore(flat_spikes, j, vfire(potential, threshold))
-            fired += vcount_fired(potential, threshold)
-            current = current if repeat else vload(flat_next, j)
-            potential = vmuladd(current, vreset(potential, threshold), tau)
-            vstore(flat_next, j, vfire(potential, threshold))
-            fired_next += vcount_fired(potential, threshold)
-            if keep:
-                vstore(flat_membrane, j + lag, vreset(potential, threshold))
-        for j in range(at + whole, at + valid):
-            current = flat_spikes[j]
-            potential = current if fresh else tau * flat_membrane[j + lag] + current
-            spike = potential >= threshold
-            flat_spikes[j] = potential if spike else zero
-            fired += 1 if spike else 0
-            current_next = current if repeat else flat_next[j]
-            potential = tau * (zero if spike else potential) + current_next
-            spike = potential >= threshold
-            flat_next[j] = potential if spike else zero
-            fired_next += 1 if spike else 0
-            if keep:
-                flat_membrane[j + lag] = zero if spike else potential
-    return fired, fired_next
-
-
 @njit(**NJIT_OPTIONS)
 def _conv2d_pairs(
     x, x_next, keys, values, starts, rows, scale, bias, stride_h, stride_w, top, left, dilation_h,
@@ -1047,27 +992,12 @@ def _conv2d_pairs(
                         if pair:
                             _store_pixel(d0, d1, d2, d3, flat_scale, flat_bias, constants, flat_out_next, at + out_channels,
                                          vectors, valid)
-                if neuron:
-                    # The row's currents are still in the cache: run the neurons over them in place, first
-                    # timestep then second, as _lif_step_kernel would. The step sits here rather than at each
-                    # pixel because an inline function there made Numba count references at every pixel.
-                    first_at = row_at * out_channels + group * group_out + block
-                    lag = (oy * out_width - row_at) * out_channels
-                    if steps > 1:
-                        counts = _fire_row_pair(flat_out, flat_out_next, flat_membrane, first_at, lag, out_width,
-                                                out_channels, valid, tau, threshold, fresh, keep, False)
-                        fired += counts[0]
-                        fired_next += counts[1]
-                    else:
-                        fired += _fire_row(flat_out, flat_membrane, first_at, lag, out_width, out_channels, valid, tau,
-                                           threshold, fresh, keep)
-                if pool_h > 0 and oy % pool_h == pool_h - 1 and oy // pool_h < pooled_height:
-                    first_row = oy % ring - (pool_h - 1)
-                    _max_pool_window_row(flat_out, first_row, out_width, out_channels, flat_pooled, oy // pool_h,
-                                         pooled_width, pool_h, pool_w, group * group_out + block, valid)
-                    if steps > 1:
-                        _max_pool_window_row(flat_out_next, first_row, out_width, out_channels, flat_pooled_next,
-                                             oy // pool_h, pooled_width, pool_h, pool_w, group * group_out + block, valid)
+                # The row's currents are still in the cache: run the neurons and the pooling over them.
+                counts = _finish_row(flat_out, flat_out_next, flat_membrane, oy, ring, out_width, out_channels,
+                                     group * group_out + block, valid, tau, threshold, neuron, steps, fresh, keep,
+                                     flat_pooled, flat_pooled_next, pooled_height, pooled_width, pool_h, pool_w)
+                fired += counts[0]
+                fired_next += counts[1]
     return fired, fired_next
 
 

@@ -1,0 +1,266 @@
+"""A 3 x 3 convolution that adds each non-zero input to the output pixels it reaches.
+
+``_conv2d_pairs`` gathers: each output pixel walks the list of non-zero
+inputs in its receptive field. At a low firing rate most of its time goes
+to walking short lists, three per kernel row, whose ends the CPU cannot
+predict. This kernel scatters instead. It reads the input in raster order,
+finds the non-zero channels of each pixel with vector compares, and adds
+each one's weights to the nine output pixels it reaches. Those nine
+pixels' sums (32 channels each, 18 vectors) stay in registers while the
+channels of one input pixel are added, so there is one short loop per
+non-zero input pixel and no list.
+
+The order of the additions is that of the gather kernel. Output pixel
+(oy, ox) receives input (oy + ky - top, ox + kx - left) with weight
+(ky, kx). Raster order over the inputs therefore reaches it in the order
+of ky, then kx, then the channel, which is the order in the module
+docstring of ``conv.py``. Zero inputs add nothing in either kernel, so
+the two give the same sums bit for bit.
+
+The sums live in a ring of three accumulator rows (a fourth row takes
+the additions to output rows outside the image), each two columns wider
+than the input, so that the additions at the left and right borders need
+no test. Output row oy is complete once input row oy - top + 2 is added;
+the kernel then applies scale and bias, runs the neurons and the pooling
+over it (``rows.py``), and clears it for reuse. It serves layers with a
+3 x 3 kernel, stride 1, no dilation, one group and padding of at most 2
+on each side, on one thread; a layer with more than 32 outputs takes its
+outputs 32 at a time, reading the input once per block.
+"""
+
+import numpy as np
+from numba import njit
+
+from reverb_edge.kernels.config import NJIT_OPTIONS
+from reverb_edge.kernels.popcount import trailing_zeros
+from reverb_edge.kernels.rows import _finish_row, _store_pixel
+from reverb_edge.kernels.simd import LANES, vload, vnonzero_bits, vrowadd, vstore, vzero
+
+# Output channels per pass over the input: nine pixels of two vectors are 18 registers.
+SCATTER_BLOCK = 2 * LANES
+
+# Input channels whose non-zero bits one 64-bit mask holds.
+MASK_CHANNELS = 64
+
+
+def scatter_eligible(kernel: tuple, stride: tuple, dilation: tuple, groups: int, padding: tuple) -> bool:
+    """Return whether :func:`_conv2d_scatter` serves a layer of this geometry (padding: top, bottom, left, right)."""
+    return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
+            and max(padding) <= 2)
+
+
+def scatter_weights(rows: np.ndarray) -> np.ndarray:
+    """Reorder weight rows ``rows[0, ky, kx, c, :]`` to ``[c, ky, kx, :]``: one input channel's nine rows together."""
+    return np.ascontiguousarray(rows[0].transpose(2, 0, 1, 3))
+
+
+def scatter_buffers(in_width: int) -> np.ndarray:
+    """Return the zeroed accumulator rings of two timesteps: (2, 4 rows, in_width + 2 columns, SCATTER_BLOCK)."""
+    return np.zeros((2, 4, in_width + 2, SCATTER_BLOCK), np.float32)
+
+
+@njit(inline="always")
+def _nonzero_mask(flat_x, pixel, count):
+    """Return a mask whose bit j is set where flat_x[pixel + j] is not 0.0 (NaN included), for j < count <= 64."""
+    mask = np.uint64(0)
+    whole = count - count % LANES
+    for j in range(0, whole, LANES):
+        mask |= vnonzero_bits(flat_x, pixel + j) << np.uint64(j)
+    for j in range(whole, count):
+        if flat_x[pixel + j] != 0.0:
+            mask |= np.uint64(1) << np.uint64(j)
+    return mask
+
+
+@njit(inline="always")
+def _load_pair(flat, at, vectors):
+    """Load one pixel's sums: one or two vectors."""
+    return vload(flat, at), (vload(flat, at + LANES) if vectors > 1 else vzero())
+
+
+@njit(inline="always")
+def _add_pair(acc0, acc1, flat_weights, at, value, vectors, binary_tag):
+    """Add ``value`` times one weight row (one or two vectors) to one pixel's sums."""
+    acc0 = vrowadd(acc0, vload(flat_weights, at), value, binary_tag)
+    acc1 = vrowadd(acc1, vload(flat_weights, at + LANES), value, binary_tag) if vectors > 1 else acc1
+    return acc0, acc1
+
+
+@njit(inline="always")
+def _store_pair(flat, at, acc0, acc1, vectors):
+    """Store one pixel's sums."""
+    vstore(flat, at, acc0)
+    if vectors > 1:
+        vstore(flat, at + LANES, acc1)
+
+
+@njit(inline="always")
+def _scatter_row(flat_x, iy, width, channels, flat_weights, block, padded, flat_acc, above, middle, below, vectors,
+                 binary_tag):
+    """Add the non-zero inputs of input row ``iy`` to the ring rows at ``above``, ``middle`` and ``below``.
+
+    ``above`` is where the ring row of output row iy + top starts (kernel row
+    0), ``middle`` of iy + top - 1, ``below`` of iy + top - 2. Output
+    column ix + left - kx sits in ring column ix + 2 - kx. Returns how many
+    non-zero inputs the row has.
+    """
+    events = 0
+    row_stride = 3 * 3 * padded  # from one input channel's nine weight rows to the next channel's
+    for ix in range(width):
+        pixel = (iy * width + ix) * channels
+        # Unsigned offsets: Numba adds no test for negative indices to the loads below.
+        kx0 = np.uint64((ix + 2) * SCATTER_BLOCK)
+        kx1 = np.uint64((ix + 1) * SCATTER_BLOCK)
+        kx2 = np.uint64(ix * SCATTER_BLOCK)
+        for first in range(0, channels, MASK_CHANNELS):
+            mask = _nonzero_mask(flat_x, pixel + first, min(MASK_CHANNELS, channels - first))
+            if mask == 0:
+                continue
+            a00, a01 = _load_pair(flat_acc, above + kx0, vectors)
+            a10, a11 = _load_pair(flat_acc, above + kx1, vectors)
+            a20, a21 = _load_pair(flat_acc, above + kx2, vectors)
+            m00, m01 = _load_pair(flat_acc, middle + kx0, vectors)
+            m10, m11 = _load_pair(flat_acc, middle + kx1, vectors)
+            m20, m21 = _load_pair(flat_acc, middle + kx2, vectors)
+            b00, b01 = _load_pair(flat_acc, below + kx0, vectors)
+            b10, b11 = _load_pair(flat_acc, below + kx1, vectors)
+            b20, b21 = _load_pair(flat_acc, below + kx2, vectors)
+            while mask != 0:
+                channel = first + np.int64(trailing_zeros(mask))
+                value = flat_x[np.uint64(pixel + channel)]
+                at = np.uint64(channel * row_stride + block)
+                step = np.uint64(padded)
+                a00, a01 = _add_pair(a00, a01, flat_weights, at, value, vectors, binary_tag)
+                a10, a11 = _add_pair(a10, a11, flat_weights, at + step, value, vectors, binary_tag)
+                a20, a21 = _add_pair(a20, a21, flat_weights, at + 2 * step, value, vectors, binary_tag)
+                m00, m01 = _add_pair(m00, m01, flat_weights, at + 3 * step, value, vectors, binary_tag)
+                m10, m11 = _add_pair(m10, m11, flat_weights, at + 4 * step, value, vectors, binary_tag)
+                m20, m21 = _add_pair(m20, m21, flat_weights, at + 5 * step, value, vectors, binary_tag)
+                b00, b01 = _add_pair(b00, b01, flat_weights, at + 6 * step, value, vectors, binary_tag)
+                b10, b11 = _add_pair(b10, b11, flat_weights, at + 7 * step, value, vectors, binary_tag)
+                b20, b21 = _add_pair(b20, b21, flat_weights, at + 8 * step, value, vectors, binary_tag)
+                events += 1
+                mask &= mask - np.uint64(1)
+            _store_pair(flat_acc, above + kx0, a00, a01, vectors)
+            _store_pair(flat_acc, above + kx1, a10, a11, vectors)
+            _store_pair(flat_acc, above + kx2, a20, a21, vectors)
+            _store_pair(flat_acc, middle + kx0, m00, m01, vectors)
+            _store_pair(flat_acc, middle + kx1, m10, m11, vectors)
+            _store_pair(flat_acc, middle + kx2, m20, m21, vectors)
+            _store_pair(flat_acc, below + kx0, b00, b01, vectors)
+            _store_pair(flat_acc, below + kx1, b10, b11, vectors)
+            _store_pair(flat_acc, below + kx2, b20, b21, vectors)
+    return events
+
+
+@njit(inline="always")
+def _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, block, flat_out, out_at, out_width, out_channels,
+               vectors, valid):
+    """Store one finished output row's sums, scaled and biased, at ``out_at`` and clear them in the ring."""
+    for ox in range(out_width):
+        at = np.uint64(ring_at + (ox + 2 - left) * SCATTER_BLOCK)
+        acc0, acc1 = _load_pair(flat_acc, at, vectors)
+        _store_pair(flat_acc, at, vzero(), vzero(), vectors)
+        _store_pixel(acc0, acc1, acc0, acc0, flat_scale, flat_bias, block, flat_out, out_at + ox * out_channels,
+                     vectors, valid)
+
+
+@njit(**NJIT_OPTIONS)
+def _conv2d_scatter(
+    x, x_next, weights, scale, bias, top, left, accumulators, out, out_next, membrane, tau, threshold, binary_tag,
+    time_tag, neuron_tag, fresh, keep, pooled, pooled_next, pool_h, pool_w,
+):
+    """Run a 3 x 3, stride-1 convolution by scattering its non-zero inputs, for one timestep or two.
+
+    ``weights`` comes from :func:`scatter_weights`, ``accumulators`` from
+    :func:`scatter_buffers`. The kernel clears each ring row after reading
+    it, so the rings' output columns are zero again when it returns. The
+    spare row and the border columns keep sums that nothing reads.
+    ``scale`` and ``bias`` are padded like the weight rows. Every other
+    argument means what it means for ``_conv2d_pairs``: ``time_tag``,
+    ``neuron_tag``, ``fresh``, ``keep``, the output ring ``out`` and the
+    merged pooling. Both timesteps are scattered row by row into their own
+    ring, so an input that is zero at one of them costs nothing there.
+
+    Returns (non-zero inputs of x, of x_next, neurons fired, at the next
+    timestep); the counts for x_next are 0 with one timestep.
+    """
+    steps = len(time_tag)
+    neuron = len(neuron_tag) > 0
+    height, width, channels = x.shape
+    out_height = membrane.shape[0]
+    ring, out_width, out_channels = out.shape
+    padded = weights.shape[-1]
+    pooled_height, pooled_width = pooled.shape[0], pooled.shape[1]
+    flat_x = x.reshape(-1)
+    flat_x_next = x_next.reshape(-1)
+    flat_weights = weights.reshape(-1)
+    flat_scale = scale.reshape(-1)
+    flat_bias = bias.reshape(-1)
+    flat_out = out.reshape(-1)
+    flat_out_next = out_next.reshape(-1)
+    flat_membrane = membrane.reshape(-1)
+    flat_pooled = pooled.reshape(-1)
+    flat_pooled_next = pooled_next.reshape(-1)
+    flat_acc = accumulators[0].reshape(-1)
+    flat_acc_next = accumulators[1].reshape(-1)
+    ring_row = accumulators.shape[2] * SCATTER_BLOCK  # elements per ring row
+    spare = 3 * ring_row  # the ring's fourth row, for output rows outside the image
+    events = 0
+    events_next = 0
+    fired = 0
+    fired_next = 0
+
+    for block in range(0, padded, SCATTER_BLOCK):
+        vectors = min(2, (padded - block) // LANES)
+        valid = min(SCATTER_BLOCK, out_channels - block)
+        # Input rows from -top to out_height - top + 1: each ends with the output row it completes.
+        for iy in range(-top, out_height - top + 2):
+            if 0 <= iy < height:
+                oy = iy + top
+                above = np.uint64((oy % 3) * ring_row if oy < out_height else spare)
+                middle = np.uint64(((oy - 1) % 3) * ring_row if 1 <= oy <= out_height else spare)
+                below = np.uint64(((oy - 2) % 3) * ring_row if 2 <= oy <= out_height + 1 else spare)
+                if vectors > 1:
+                    counted = _scatter_row(flat_x, iy, width, channels, flat_weights, block, padded, flat_acc, above,
+                                           middle, below, 2, binary_tag)
+                else:
+                    counted = _scatter_row(flat_x, iy, width, channels, flat_weights, block, padded, flat_acc, above,
+                                           middle, below, 1, binary_tag)
+                events += counted if block == 0 else 0
+                if steps > 1:
+                    if vectors > 1:
+                        counted = _scatter_row(flat_x_next, iy, width, channels, flat_weights, block, padded,
+                                               flat_acc_next, above, middle, below, 2, binary_tag)
+                    else:
+                        counted = _scatter_row(flat_x_next, iy, width, channels, flat_weights, block, padded,
+                                               flat_acc_next, above, middle, below, 1, binary_tag)
+                    events_next += counted if block == 0 else 0
+            done = iy + top - 2
+            if done < 0 or done >= out_height:
+                continue
+            ring_at = (done % 3) * ring_row
+            out_at = (done % ring) * out_width * out_channels + block
+            _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, block, flat_out, out_at, out_width,
+                       out_channels, vectors, valid)
+            if steps > 1:
+                _drain_row(flat_acc_next, ring_at, left, flat_scale, flat_bias, block, flat_out_next, out_at,
+                           out_width, out_channels, vectors, valid)
+            counts = _finish_row(flat_out, flat_out_next, flat_membrane, done, ring, out_width, out_channels, block,
+                                 valid, tau, threshold, neuron, steps, fresh, keep, flat_pooled, flat_pooled_next,
+                                 pooled_height, pooled_width, pool_h, pool_w)
+            fired += counts[0]
+            fired_next += counts[1]
+    return events, events_next, fired, fired_next
+
+
+@njit(**NJIT_OPTIONS)
+def _count_events(x):
+    """Return (non-zero inputs, inputs equal to 1.0) of ``x``: what the popcount test needs, without a list."""
+    flat_x = x.reshape(-1)
+    events = 0
+    ones = 0
+    for value in flat_x:
+        events += 1 if value != 0.0 else 0
+        ones += 1 if value == 1.0 else 0
+    return events, ones
