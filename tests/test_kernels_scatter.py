@@ -19,7 +19,7 @@ from reverb_edge.datasets import load_mnist
 from reverb_edge.events.nmnist import load_nmnist
 from reverb_edge.kernels.checks import check_float_conv2d
 from reverb_edge.kernels.conv import SCATTER_FROM, PreparedConv2d
-from reverb_edge.kernels.scatter import SCATTER_BLOCK, scatter_buffers, scatter_eligible, scatter_weights
+from reverb_edge.kernels.scatter import SCATTER_BLOCK, _count_events, scatter_buffers, scatter_eligible, scatter_weights
 
 from conftest import data_root
 from helpers import CountingCalls
@@ -210,3 +210,20 @@ def test_real_mnist_scatter_equals_gather(mnist_dir):
         assert_bits(scattering.predict(image), gathering.predict(image))
         assert_bits(scattering.predict_frames(np.stack([image] * 4)), gathering.predict_frames(np.stack([image] * 4)))
     assert scattering.layer_stats() == gathering.layer_stats()
+
+
+@pytest.mark.parametrize("shape", [(34, 34, 32), (5, 7, 3), (1, 1, 17), (1, 1, 1)])
+def test_count_events_matches_numpy(rng, shape):
+    """The popcount test's counts: non-zero values (NaN included) and exact ones, with a tail of fewer than 16."""
+    x = spike_like(rng, shape, 0.3)
+    flat = x.reshape(-1)
+    flat[rng.random(flat.size) < 0.2] = 1.0
+    flat[0] = np.nan
+    flat[-1] = 1.0
+    if flat.size > 2:
+        flat[1] = np.nextafter(np.float32(1.0), np.float32(2.0))
+
+    events, ones = _count_events(x)
+
+    assert events == np.count_nonzero(x)
+    assert ones == np.count_nonzero(x == 1.0)

@@ -32,9 +32,9 @@ import numpy as np
 from numba import njit
 
 from reverb_edge.kernels.config import NJIT_OPTIONS
-from reverb_edge.kernels.popcount import trailing_zeros
+from reverb_edge.kernels.popcount import popcount, trailing_zeros
 from reverb_edge.kernels.rows import _finish_row, _store_pixel
-from reverb_edge.kernels.simd import LANES, vload, vnonzero_bits, vrowadd, vstore, vzero
+from reverb_edge.kernels.simd import LANES, vcount_fired, vload, vnonzero_bits, vrowadd, vstore, vzero
 
 # Output channels per pass over the input: nine pixels of two vectors are 18 registers.
 SCATTER_BLOCK = 2 * LANES
@@ -254,13 +254,24 @@ def _conv2d_scatter(
     return events, events_next, fired, fired_next
 
 
+# The float32 just above 1.0: a lane equals 1.0 when it is >= 1.0 but not >= this.
+_ABOVE_ONE = np.nextafter(np.float32(1.0), np.float32(2.0))
+
+
 @njit(**NJIT_OPTIONS)
 def _count_events(x):
     """Return (non-zero inputs, inputs equal to 1.0) of ``x``: what the popcount test needs, without a list."""
     flat_x = x.reshape(-1)
+    size = len(flat_x)
+    whole = size - size % LANES
+    one = np.float32(1.0)
     events = 0
     ones = 0
-    for value in flat_x:
-        events += 1 if value != 0.0 else 0
-        ones += 1 if value == 1.0 else 0
+    for i in range(0, whole, LANES):
+        events += popcount(vnonzero_bits(flat_x, i))
+        vector = vload(flat_x, i)
+        ones += vcount_fired(vector, one) - vcount_fired(vector, _ABOVE_ONE)
+    for i in range(whole, size):
+        events += 1 if flat_x[i] != 0.0 else 0
+        ones += 1 if flat_x[i] == 1.0 else 0
     return events, ones
