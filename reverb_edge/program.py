@@ -685,8 +685,8 @@ def _write_scatter(writer, layer, x, x_next, two, pool, spikes, spikes_next, mem
     writer.emit(f"{count}, {count}_next, fired{fired}, fired{fired}_next = _conv2d_scatter({x}, {x_next}, "
                 f"{writer.array(scatter_weights)}, {scale}, {bias}, {layer.top}, {layer.left}, "
                 f"{writer.array(accumulators)}, {targets[0]}, {targets[1]}, {writer.array(membrane)}, {tau}, "
-                f"{threshold}, {layer.binary_tag!r}, {time_tag}, (0,), {flags[0]}, {flags[1]}, {outputs[0]}, "
-                f"{outputs[1]}, {kernel_h}, {kernel_w})")
+                f"{threshold}, {layer.vector_tag!r}, {layer.binary_tag!r}, {time_tag}, (0,), {flags[0]}, {flags[1]}, "
+                f"{outputs[0]}, {outputs[1]}, {kernel_h}, {kernel_w})")
     writer.emit(f"m[{events}] += {count} + {count}_next" if two else f"m[{events}] += {count}")
     writer.emit(f"m[{fired}] += fired{fired} + fired{fired}_next" if two else f"m[{fired}] += fired{fired}")
     return outputs if two else outputs[:1]

@@ -3,10 +3,10 @@
 ``_conv2d_scatter`` must give the bits of ``_conv2d_pairs``, whose own tests
 compare it with the NumPy reference twins. That holds for every layer it can
 serve, and for all it computes: the currents, the spikes, the membrane
-potentials, the pooled spikes and the counts, for one timestep or two. The engine picks it for layers with 16
-or more input channels and at most 32 outputs, but the kernel itself takes
-any channel count, so the hypothesis test drives it directly over all of
-them, including more than 32 outputs (two passes over the input).
+potentials, the pooled spikes and the counts, for one timestep or two. The
+engine picks it for layers with 16 or more input channels, but the kernel
+itself takes any input channel count, so the hypothesis test drives it
+directly over all of them.
 """
 
 import numpy as np
@@ -53,7 +53,7 @@ def assert_bits(got: np.ndarray, expected: np.ndarray) -> None:
 @settings(derandomize=True, max_examples=120, deadline=None)
 @given(
     channels=st.sampled_from([1, 2, 15, 16, 17, 33, 64, 70]),
-    out_channels=st.sampled_from([1, 5, 16, 17, 32, 33, 48, 65]),
+    out_channels=st.sampled_from([1, 5, 16, 17, 31, 32]),
     padding=st.tuples(*[st.integers(0, 2)] * 4),
     extra=st.tuples(st.integers(0, 5), st.integers(0, 5)),
     density=st.sampled_from([0.0, 0.1, 0.5, 1.0]),

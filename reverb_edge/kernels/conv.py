@@ -265,8 +265,8 @@ class PreparedConv2d:
         kernel_h, kernel_w, pooled, pooled_next = (0, 0, out, out) if pool is None else pool[:4]
         return _conv2d_scatter(
             x, x_next, weights, self.scale, self.bias, self.top, self.left, accumulators, out, out_next, membrane,
-            tau, threshold, self.binary_tag, time_tag, () if neuron is None else (0,), bool(fresh), bool(keep),
-            pooled, pooled_next, kernel_h, kernel_w,
+            tau, threshold, self.vector_tag, self.binary_tag, time_tag, () if neuron is None else (0,), bool(fresh),
+            bool(keep), pooled, pooled_next, kernel_h, kernel_w,
         )
 
     def _popcount_pays(self, events: int, ones: int, size: int) -> bool:

@@ -24,8 +24,8 @@ no test. Output row oy is complete once input row oy - top + 2 is added;
 the kernel then applies scale and bias, runs the neurons and the pooling
 over it (``rows.py``), and clears it for reuse. It serves layers with a
 3 x 3 kernel, stride 1, no dilation, one group and padding of at most 2
-on each side, on one thread; a layer with more than 32 outputs takes its
-outputs 32 at a time, reading the input once per block.
+on each side, with at most 32 outputs (18 vectors of sums fit in the
+registers, 36 do not), on one thread.
 """
 
 import numpy as np
@@ -36,7 +36,7 @@ from reverb_edge.kernels.popcount import popcount, trailing_zeros
 from reverb_edge.kernels.rows import _finish_row, _store_pixel
 from reverb_edge.kernels.simd import LANES, vcount_fired, vload, vnonzero_bits, vrowadd, vstore, vzero
 
-# Output channels per pass over the input: nine pixels of two vectors are 18 registers.
+# Most outputs the kernel serves: nine pixels of two 16-lane vectors are 18 vector registers.
 SCATTER_BLOCK = 2 * LANES
 
 # Input channels whose non-zero bits one 64-bit mask holds.
@@ -95,8 +95,7 @@ def _store_pair(flat, at, acc0, acc1, vectors):
 
 
 @njit(inline="always")
-def _scatter_row(flat_x, iy, width, channels, flat_weights, block, padded, flat_acc, above, middle, below, vectors,
-                 binary_tag):
+def _scatter_row(flat_x, iy, width, channels, flat_weights, padded, flat_acc, above, middle, below, vectors, binary_tag):
     """Add the non-zero inputs of input row ``iy`` to the ring rows at ``above``, ``middle`` and ``below``.
 
     ``above`` is where the ring row of output row iy + top starts (kernel row
@@ -128,7 +127,7 @@ def _scatter_row(flat_x, iy, width, channels, flat_weights, block, padded, flat_
             while mask != 0:
                 channel = first + np.int64(trailing_zeros(mask))
                 value = flat_x[np.uint64(pixel + channel)]
-                at = np.uint64(channel * row_stride + block)
+                at = np.uint64(channel * row_stride)
                 step = np.uint64(padded)
                 a00, a01 = _add_pair(a00, a01, flat_weights, at, value, vectors, binary_tag)
                 a10, a11 = _add_pair(a10, a11, flat_weights, at + step, value, vectors, binary_tag)
@@ -154,30 +153,31 @@ def _scatter_row(flat_x, iy, width, channels, flat_weights, block, padded, flat_
 
 
 @njit(inline="always")
-def _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, block, flat_out, out_at, out_width, out_channels,
-               vectors, valid):
+def _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, flat_out, out_at, out_width, out_channels, vectors):
     """Store one finished output row's sums, scaled and biased, at ``out_at`` and clear them in the ring."""
     for ox in range(out_width):
         at = np.uint64(ring_at + (ox + 2 - left) * SCATTER_BLOCK)
         acc0, acc1 = _load_pair(flat_acc, at, vectors)
         _store_pair(flat_acc, at, vzero(), vzero(), vectors)
-        _store_pixel(acc0, acc1, acc0, acc0, flat_scale, flat_bias, block, flat_out, out_at + ox * out_channels,
-                     vectors, valid)
+        _store_pixel(acc0, acc1, acc0, acc0, flat_scale, flat_bias, 0, flat_out, out_at + ox * out_channels,
+                     vectors, out_channels)
 
 
 @njit(**NJIT_OPTIONS)
 def _conv2d_scatter(
-    x, x_next, weights, scale, bias, top, left, accumulators, out, out_next, membrane, tau, threshold, binary_tag,
-    time_tag, neuron_tag, fresh, keep, pooled, pooled_next, pool_h, pool_w,
+    x, x_next, weights, scale, bias, top, left, accumulators, out, out_next, membrane, tau, threshold, vector_tag,
+    binary_tag, time_tag, neuron_tag, fresh, keep, pooled, pooled_next, pool_h, pool_w,
 ):
     """Run a 3 x 3, stride-1 convolution by scattering its non-zero inputs, for one timestep or two.
 
     ``weights`` comes from :func:`scatter_weights`, ``accumulators`` from
     :func:`scatter_buffers`. The kernel clears each ring row after reading
     it, so the rings' output columns are zero again when it returns. The
-    spare row and the border columns keep sums that nothing reads.
-    ``scale`` and ``bias`` are padded like the weight rows. Every other
-    argument means what it means for ``_conv2d_pairs``: ``time_tag``,
+    spare row and the border columns keep sums that nothing reads. The
+    layer has at most SCATTER_BLOCK outputs, padded with ``scale``,
+    ``bias`` and the weights to ``16 * len(vector_tag)``, so that the
+    vector count is a compile-time constant. Every other argument means
+    what it means for ``_conv2d_pairs``: ``binary_tag``, ``time_tag``,
     ``neuron_tag``, ``fresh``, ``keep``, the output ring ``out`` and the
     merged pooling. Both timesteps are scattered row by row into their own
     ring, so an input that is zero at one of them costs nothing there.
@@ -186,6 +186,7 @@ def _conv2d_scatter(
     timestep); the counts for x_next are 0 with one timestep.
     """
     steps = len(time_tag)
+    vectors = len(vector_tag)
     neuron = len(neuron_tag) > 0
     height, width, channels = x.shape
     out_height = membrane.shape[0]
@@ -211,46 +212,32 @@ def _conv2d_scatter(
     fired = 0
     fired_next = 0
 
-    for block in range(0, padded, SCATTER_BLOCK):
-        vectors = min(2, (padded - block) // LANES)
-        valid = min(SCATTER_BLOCK, out_channels - block)
-        # Input rows from -top to out_height - top + 1: each ends with the output row it completes.
-        for iy in range(-top, out_height - top + 2):
-            if 0 <= iy < height:
-                oy = iy + top
-                above = np.uint64((oy % 3) * ring_row if oy < out_height else spare)
-                middle = np.uint64(((oy - 1) % 3) * ring_row if 1 <= oy <= out_height else spare)
-                below = np.uint64(((oy - 2) % 3) * ring_row if 2 <= oy <= out_height + 1 else spare)
-                if vectors > 1:
-                    counted = _scatter_row(flat_x, iy, width, channels, flat_weights, block, padded, flat_acc, above,
-                                           middle, below, 2, binary_tag)
-                else:
-                    counted = _scatter_row(flat_x, iy, width, channels, flat_weights, block, padded, flat_acc, above,
-                                           middle, below, 1, binary_tag)
-                events += counted if block == 0 else 0
-                if steps > 1:
-                    if vectors > 1:
-                        counted = _scatter_row(flat_x_next, iy, width, channels, flat_weights, block, padded,
-                                               flat_acc_next, above, middle, below, 2, binary_tag)
-                    else:
-                        counted = _scatter_row(flat_x_next, iy, width, channels, flat_weights, block, padded,
-                                               flat_acc_next, above, middle, below, 1, binary_tag)
-                    events_next += counted if block == 0 else 0
-            done = iy + top - 2
-            if done < 0 or done >= out_height:
-                continue
-            ring_at = (done % 3) * ring_row
-            out_at = (done % ring) * out_width * out_channels + block
-            _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, block, flat_out, out_at, out_width,
-                       out_channels, vectors, valid)
+    # Input rows from -top to out_height - top + 1: each ends with the output row it completes.
+    for iy in range(-top, out_height - top + 2):
+        if 0 <= iy < height:
+            oy = iy + top
+            above = np.uint64((oy % 3) * ring_row if oy < out_height else spare)
+            middle = np.uint64(((oy - 1) % 3) * ring_row if 1 <= oy <= out_height else spare)
+            below = np.uint64(((oy - 2) % 3) * ring_row if 2 <= oy <= out_height + 1 else spare)
+            events += _scatter_row(flat_x, iy, width, channels, flat_weights, padded, flat_acc, above, middle, below,
+                                   vectors, binary_tag)
             if steps > 1:
-                _drain_row(flat_acc_next, ring_at, left, flat_scale, flat_bias, block, flat_out_next, out_at,
-                           out_width, out_channels, vectors, valid)
-            counts = _finish_row(flat_out, flat_out_next, flat_membrane, done, ring, out_width, out_channels, block,
-                                 valid, tau, threshold, neuron, steps, fresh, keep, flat_pooled, flat_pooled_next,
-                                 pooled_height, pooled_width, pool_h, pool_w)
-            fired += counts[0]
-            fired_next += counts[1]
+                events_next += _scatter_row(flat_x_next, iy, width, channels, flat_weights, padded, flat_acc_next,
+                                            above, middle, below, vectors, binary_tag)
+        done = iy + top - 2
+        if done < 0 or done >= out_height:
+            continue
+        ring_at = (done % 3) * ring_row
+        out_at = (done % ring) * out_width * out_channels
+        _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, flat_out, out_at, out_width, out_channels, vectors)
+        if steps > 1:
+            _drain_row(flat_acc_next, ring_at, left, flat_scale, flat_bias, flat_out_next, out_at, out_width,
+                       out_channels, vectors)
+        counts = _finish_row(flat_out, flat_out_next, flat_membrane, done, ring, out_width, out_channels, 0,
+                             out_channels, tau, threshold, neuron, steps, fresh, keep, flat_pooled, flat_pooled_next,
+                             pooled_height, pooled_width, pool_h, pool_w)
+        fired += counts[0]
+        fired_next += counts[1]
     return events, events_next, fired, fired_next
 
 
