@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reverb_edge.program import DISABLE_VARIABLE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,3 +29,17 @@ def mnist_dir() -> Path:
 def rng() -> np.random.Generator:
     """A seeded generator, so every failure reproduces."""
     return np.random.default_rng(20260704)
+
+
+@pytest.fixture(autouse=True)
+def plan_unless_programs(request, monkeypatch):
+    """Run engines on their plan, except in tests marked ``programs``.
+
+    Every network architecture that an engine runs compiles its two programs
+    (about 7 s each on the test machine), which doubled the suite's time.
+    ``tests/test_program.py`` compares programs with the plan bit for bit, so
+    the other tests check the plan, and with it the kernels that programs
+    call. Subprocesses that a test starts inherit the setting.
+    """
+    if request.node.get_closest_marker("programs") is None:
+        monkeypatch.setenv(DISABLE_VARIABLE, "0")

@@ -20,6 +20,8 @@ from reverb_edge.nodes import LIF, Add, Conv2d, Flatten, Linear, MaxPool2d
 from reverb_edge import program as programs
 from reverb_edge.program import DISABLE_VARIABLE, FALLBACK, FINISHED, Program, program_folder
 
+pytestmark = pytest.mark.programs
+
 
 def engines(model: Model, monkeypatch) -> tuple[Engine, Engine]:
     """Return an engine that runs programs and one that runs its plan, over the same model."""

@@ -6,10 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from reverb_edge.cli import main
 from reverb_edge.jit_cache import configure_cache
+
+# The warm-up compiles the engines' programs too, and a test checks that a new process loads them.
+pytestmark = pytest.mark.programs
 
 
 def test_warmup_json_reports_models():
