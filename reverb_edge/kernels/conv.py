@@ -287,9 +287,10 @@ class PreparedConv2d:
         potentials after the last timestep to go unstored. Where
         :func:`_conv2d_scatter` or :func:`_conv2d_pairs` serves the layer, it
         runs the neuron step over each output row as soon as the row is
-        finished, so the currents are never stored. Otherwise the currents go to ``self.out`` and the LIF
-        kernels run after. Either way the spikes and potentials equal those
-        of the layer followed by ``lif_step``, bit for bit.
+        finished, so the currents are never stored. Otherwise the currents go
+        to ``self.out`` and the LIF kernels run after. Either way the spikes
+        and potentials equal those of the layer followed by ``lif_step``, bit
+        for bit.
 
         ``pool``, if given, is (kh, kw, pooled, pooled_next, rows,
         rows_next): the spikes also go through a max pooling of
