@@ -633,14 +633,7 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, flags, siz
     writer.emit(f"{count}, {count}_next, {ones}, {ones}_next = _list_row_events({x}, {x_next}, {layer.group_in}, "
                 f"{lists}, {time_tag})")
     _write_fallbacks(writer, layer, size, [(count, ones), (f"{count}_next", f"{ones}_next")])
-    if pool is not None:
-        kernel_h, kernel_w, pooled, pooled_next, rows, rows_next = pool
-        targets = (writer.array(rows), writer.array(rows_next))
-        outputs = (writer.array(pooled), writer.array(pooled_next))
-    else:
-        kernel_h = kernel_w = 0
-        targets = (writer.array(spikes), writer.array(spikes_next if two else spikes))
-        outputs = (targets[0], targets[0])  # not written without pooling, as in PreparedConv2d._pairs
+    kernel_h, kernel_w, targets, outputs = _spike_targets(writer, pool, spikes, spikes_next, two)
     call = (f"_conv2d_pairs({x}, {x_next}, {lists}, {weights}, {geometry}, {layer.dilation[0]}, {targets[0]}, "
             f"{targets[1]}, {writer.array(membrane)}, {tau}, {threshold}, {tags}, MODE, {time_tag}, (0,), {fresh}, {keep}, "
             f"{outputs[0]}, {outputs[1]}, {kernel_h}, {kernel_w}, 0, {out_height})")
@@ -657,9 +650,23 @@ def _write_firing(engine, writer, name, function, pair, merged, x_in, flags, siz
         writer.emit(f"{both} = " + call.replace("MODE", "()"))
     writer.emit(f"m[{events}] += {count} + {count}_next" if two else f"m[{events}] += {count}")
     writer.emit(f"m[{fired}] += fired{fired} + fired{fired}_next" if two else f"m[{fired}] += fired{fired}")
-    if pool is None:
-        outputs = targets
-    return outputs if two else outputs[:1]
+    written = targets if pool is None else outputs
+    return written if two else written[:1]
+
+
+def _spike_targets(writer: _Writer, pool, spikes, spikes_next, two: bool) -> tuple:
+    """Name a merged convolution's spike buffers and pooled maps: (pool kh, pool kw, targets, pooled).
+
+    With pooling the kernel writes its spikes to the pooling's ring of rows.
+    Without it, the pooled maps are not written, and the first target stands
+    in for both, as in ``PreparedConv2d._pairs``.
+    """
+    if pool is not None:
+        kernel_h, kernel_w, pooled, pooled_next, rows, rows_next = pool
+        return (kernel_h, kernel_w, (writer.array(rows), writer.array(rows_next)),
+                (writer.array(pooled), writer.array(pooled_next)))
+    targets = (writer.array(spikes), writer.array(spikes_next if two else spikes))
+    return 0, 0, targets, (targets[0], targets[0])
 
 
 def _write_scatter(writer, layer, x, x_next, two, pool, spikes, spikes_next, membrane, tau, threshold, flags, weights,
@@ -671,14 +678,7 @@ def _write_scatter(writer, layer, x, x_next, two, pool, spikes, spikes_next, mem
     it, and the program never calls the popcount kernel.
     """
     scatter_weights, accumulators = layer.scatter
-    if pool is not None:
-        kernel_h, kernel_w, pooled, pooled_next, rows, rows_next = pool
-        targets = (writer.array(rows), writer.array(rows_next))
-        outputs = (writer.array(pooled), writer.array(pooled_next))
-    else:
-        kernel_h = kernel_w = 0
-        targets = (writer.array(spikes), writer.array(spikes_next if two else spikes))
-        outputs = targets
+    kernel_h, kernel_w, targets, outputs = _spike_targets(writer, pool, spikes, spikes_next, two)
     scale, bias = weights.split(", ")[1:]
     time_tag = "(0, 0)" if two else "(0,)"
     count = f"events{events}"
@@ -689,7 +689,8 @@ def _write_scatter(writer, layer, x, x_next, two, pool, spikes, spikes_next, mem
                 f"{outputs[0]}, {outputs[1]}, {kernel_h}, {kernel_w})")
     writer.emit(f"m[{events}] += {count} + {count}_next" if two else f"m[{events}] += {count}")
     writer.emit(f"m[{fired}] += fired{fired} + fired{fired}_next" if two else f"m[{fired}] += fired{fired}")
-    return outputs if two else outputs[:1]
+    written = targets if pool is None else outputs
+    return written if two else written[:1]
 
 
 def _values(writer: _Writer, layer: PreparedConv2d, two: bool) -> str:
