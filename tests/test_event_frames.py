@@ -298,6 +298,18 @@ def test_empty_input_layout_and_dtype(mode, dtype):
     assert single.shape == (expected_frames, 1, 5, 7)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble, np.float32, np.float64, np.int8, np.uint16, np.bool_])
+def test_every_dtype_holds_the_counts(rng, dtype):
+    """Every dtype the option check accepts gets the int64 counts cast to it, float16 and long double included."""
+    events = random_events(rng, 200)
+    counts = to_frames(events, SENSOR, n_time_bins=3, dtype=np.int64)
+
+    frames = to_frames(events, SENSOR, n_time_bins=3, dtype=dtype)
+
+    assert frames.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(frames, counts.astype(dtype))
+
+
 @pytest.mark.parametrize("mode", list(SLICING))
 def test_nonempty_layout_matches_empty(rng, mode):
     events = random_events(rng, 50)

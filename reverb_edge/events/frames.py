@@ -462,6 +462,10 @@ def _accumulate(caller, events, lo, hi, channels, height, width, clip, dtype) ->
     if dtype.kind == "b":
         # A bool frame marks the pixels with an event: the count clipped to 1, written as a byte.
         clip, target = 1, frames.view(np.uint8)
+    elif dtype.kind == "f" and dtype.itemsize not in (4, 8):
+        # Numba has no float16 and no long double: count into float64 frames, which hold every count
+        # below 2**53 exactly, and cast once.
+        target = np.zeros(frames.shape, np.float64)
     failed = _count_frames(events["x"], events["y"], events["p"], lo, hi, -1 if clip is None else clip, largest,
                            counts, target)
     if failed >= 0:
@@ -469,6 +473,8 @@ def _accumulate(caller, events, lo, hi, channels, height, width, clip, dtype) ->
             f"{caller}: frame {failed} has {int(counts.max())} events on one pixel, above the max "
             f"{largest} of dtype {dtype}; set clip or pass a wider dtype"
         )
+    if target.dtype == np.float64 and dtype != np.float64:
+        frames[...] = target
     return frames
 
 
