@@ -658,8 +658,8 @@ def _spike_targets(writer: _Writer, pool, spikes, spikes_next, two: bool) -> tup
     """Name a merged convolution's spike buffers and pooled maps: (pool kh, pool kw, targets, pooled).
 
     With pooling the kernel writes its spikes to the pooling's ring of rows.
-    Without it, the pooled maps are not written, and the first target stands
-    in for both, as in ``PreparedConv2d._pairs``.
+    Without it, the pooled maps are not written, and the first target is
+    passed in their place, as in ``PreparedConv2d._pairs``.
     """
     if pool is not None:
         kernel_h, kernel_w, pooled, pooled_next, rows, rows_next = pool

@@ -175,7 +175,8 @@ def test_engine_picks_scatter_by_channels():
               if isinstance(getattr(executor, "layer", None), PreparedConv2d)}
     assert picked == {"layers.0": False, "layers.3": True, "layers.7": False}
     layer = engine._executors["layers.3"].layer
-    assert layer.geometry.in_channels >= SCATTER_FROM and layer.geometry.out_channels <= SCATTER_BLOCK
+    assert layer.geometry.in_channels >= SCATTER_FROM
+    assert layer.geometry.out_channels <= SCATTER_BLOCK
 
 
 def without_scatter(engine: Engine) -> Engine:

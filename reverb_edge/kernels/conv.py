@@ -82,8 +82,8 @@ DENSE_FROM = 0.9
 
 # The scatter kernel serves a layer with at least this many input channels (and at most
 # SCATTER_BLOCK outputs). On the spikes of 100 real N-MNIST recordings (one thread, both timesteps
-# of a pair) it took 116 against 155 us for 32 to 32 channels at 34 x 34, but 63 against 43 us for
-# the 2-channel first layer, where most pixels have no event. With more outputs the sums do not fit
+# of a pair) it took 116 against 155 us for 32 to 32 channels at 34 x 34. It took 63 against 43 us
+# for the 2-channel first layer, where most pixels have no event. With more outputs the sums do not fit
 # in the registers: for 32 to 64 channels at 17 x 17, reading the input once per 32 outputs took 122
 # against 92 us, and 36 vectors of sums (LLVM keeping some in memory) 86 against 67 us.
 # TODO: pairs whose timesteps share most non-zero inputs cost the scatter kernel up to twice the

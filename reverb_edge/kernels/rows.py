@@ -130,14 +130,15 @@ def _fire_row_pair(flat_spikes, flat_next, flat_membrane, first_at, lag, out_wid
 def _finish_row(flat_out, flat_out_next, flat_membrane, oy, ring, out_width, out_channels, channel_first, valid,
                 tau, threshold, neuron, steps, fresh, keep, flat_pooled, flat_pooled_next, pooled_height,
                 pooled_width, pool_h, pool_w):
-    """Run the neurons and the pooling over output row ``oy``, whose currents are stored; return the neurons fired.
+    """Run the neurons and the pooling over output row ``oy``, whose currents are stored.
 
     The row is row ``oy % ring`` of ``flat_out`` (and ``flat_out_next`` for
     the second of two timesteps), channels [channel_first, channel_first +
     valid) of each pixel. With ``neuron`` the currents become spikes (see
-    :func:`_fire_row`); with ``pool_h`` > 0, a finished row of pooling
+    :func:`_fire_row`). With ``pool_h`` > 0, a finished row of pooling
     windows goes into ``flat_pooled`` (see ``_max_pool_window_row``). The
-    arguments are those of ``_conv2d_pairs``.
+    arguments are those of ``_conv2d_pairs``. Returns how many neurons
+    fired at each of the two timesteps (0 for a missing one).
     """
     fired = 0
     fired_next = 0

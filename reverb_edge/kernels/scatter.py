@@ -17,10 +17,10 @@ of ky, then kx, then the channel, which is the order in the module
 docstring of ``conv.py``. Zero inputs add nothing in either kernel, so
 the two give the same sums bit for bit.
 
-The sums live in a ring of three accumulator rows (a fourth row takes
-the additions to output rows outside the image), each two columns wider
-than the input, so that the additions at the left and right borders need
-no test. Output row oy is complete once input row oy - top + 2 is added;
+The sums live in a ring of three accumulator rows, each two columns
+wider than the input, so that the additions at the left and right borders
+need no test. A fourth row takes the additions to output rows outside the
+image. Output row oy is complete once input row oy - top + 2 is added;
 the kernel then applies scale and bias, runs the neurons and the pooling
 over it (``rows.py``), and clears it for reuse. It serves layers with a
 3 x 3 kernel, stride 1, no dilation, one group and padding of at most 2
