@@ -152,6 +152,15 @@ def _finish_row(flat_out, flat_out_next, flat_membrane, oy, ring, out_width, out
         else:
             fired = _fire_row(flat_out, flat_membrane, first_at, lag, out_width, out_channels, valid, tau, threshold,
                               fresh, keep)
+    _pool_row(flat_out, flat_out_next, oy, ring, out_width, out_channels, channel_first, valid, steps, flat_pooled,
+              flat_pooled_next, pooled_height, pooled_width, pool_h, pool_w)
+    return fired, fired_next
+
+
+@njit(**NJIT_OPTIONS)
+def _pool_row(flat_out, flat_out_next, oy, ring, out_width, out_channels, channel_first, valid, steps, flat_pooled,
+              flat_pooled_next, pooled_height, pooled_width, pool_h, pool_w):
+    """Max-pool the window row that output row ``oy`` completes, if it completes one (see :func:`_finish_row`)."""
     if pool_h > 0 and oy % pool_h == pool_h - 1 and oy // pool_h < pooled_height:
         first_row = oy % ring - (pool_h - 1)
         _max_pool_window_row(flat_out, first_row, out_width, out_channels, flat_pooled, oy // pool_h, pooled_width,
@@ -159,4 +168,3 @@ def _finish_row(flat_out, flat_out_next, flat_membrane, oy, ring, out_width, out
         if steps > 1:
             _max_pool_window_row(flat_out_next, first_row, out_width, out_channels, flat_pooled_next, oy // pool_h,
                                  pooled_width, pool_h, pool_w, channel_first, valid)
-    return fired, fired_next

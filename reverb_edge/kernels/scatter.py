@@ -8,7 +8,9 @@ finds the non-zero channels of each pixel with vector compares, and adds
 each one's weights to the nine output pixels it reaches. Those nine
 pixels' sums (32 channels each, 18 vectors) stay in registers while the
 channels of one input pixel are added, so there is one short loop per
-non-zero input pixel and no list.
+non-zero input pixel and no list. Along a run of non-zero pixels the
+window of nine sums slides one column per pixel and stays in registers,
+so each pixel loads and stores one column of sums, not three.
 
 The order of the additions is that of the gather kernel. Output pixel
 (oy, ox) receives input (oy + ky - top, ox + kx - left) with weight
@@ -22,7 +24,9 @@ wider than the input, so that the additions at the left and right borders
 need no test. A fourth row takes the additions to output rows outside the
 image. Output row oy is complete once input row oy - top + 2 is added;
 the kernel then applies scale and bias, runs the neurons and the pooling
-over it (``rows.py``), and clears it for reuse. It serves layers with a
+over it (``rows.py``), and clears it for reuse. With neurons and two
+timesteps the scaled sums go straight into the neurons
+(:func:`_drain_fire_pair`), never stored as currents. It serves layers with a
 3 x 3 kernel, stride 1, no dilation, one group and padding of at most 2
 on each side, with at most 32 outputs (18 vectors of sums fit in the
 registers, 36 do not), on one thread.
@@ -33,8 +37,20 @@ from numba import njit
 
 from reverb_edge.kernels.config import NJIT_OPTIONS
 from reverb_edge.kernels.popcount import popcount, trailing_zeros
-from reverb_edge.kernels.rows import _finish_row, _store_pixel
-from reverb_edge.kernels.simd import LANES, vcount_fired, vload, vnonzero_bits, vrowadd, vstore, vzero
+from reverb_edge.kernels.rows import _finish_row, _pool_row, _store_pixel
+from reverb_edge.kernels.simd import (
+    LANES,
+    vaffine,
+    vcount_fired,
+    vfire,
+    vload,
+    vmuladd,
+    vnonzero_bits,
+    vreset,
+    vrowadd,
+    vstore,
+    vzero,
+)
 
 # Most outputs the kernel serves: nine pixels of two 16-lane vectors are 18 vector registers.
 SCATTER_BLOCK = 2 * LANES
@@ -95,60 +111,122 @@ def _store_pair(flat, at, acc0, acc1, vectors):
 
 
 @njit(inline="always")
-def _scatter_row(flat_x, iy, width, channels, flat_weights, padded, flat_acc, above, middle, below, vectors, binary_tag):
+def _load_column(flat_acc, above, middle, below, column, vectors):
+    """Load the sums of one ring column in the rows at ``above``, ``middle`` and ``below``: six vectors."""
+    a0, a1 = _load_pair(flat_acc, above + column, vectors)
+    m0, m1 = _load_pair(flat_acc, middle + column, vectors)
+    b0, b1 = _load_pair(flat_acc, below + column, vectors)
+    return a0, a1, m0, m1, b0, b1
+
+
+@njit(inline="always")
+def _store_column(flat_acc, above, middle, below, column, a0, a1, m0, m1, b0, b1, vectors):
+    """Store the sums of one ring column, the inverse of :func:`_load_column`."""
+    _store_pair(flat_acc, above + column, a0, a1, vectors)
+    _store_pair(flat_acc, middle + column, m0, m1, vectors)
+    _store_pair(flat_acc, below + column, b0, b1, vectors)
+
+
+@njit(inline="always")
+def _row_masks(flat_x, iy, width, channels, masks):
+    """Set masks[ix * chunks + k] to the non-zero mask of channels [64k, 64k + 64) of input pixel (iy, ix).
+
+    Returns whether the row has a non-zero input.
+    """
+    chunks = (channels + MASK_CHANNELS - 1) // MASK_CHANNELS
+    found = np.uint64(0)
+    for ix in range(width):
+        pixel = (iy * width + ix) * channels
+        for k in range(chunks):
+            mask = _nonzero_mask(flat_x, pixel + k * MASK_CHANNELS, min(MASK_CHANNELS, channels - k * MASK_CHANNELS))
+            masks[np.uint64(ix * chunks + k)] = mask
+            found |= mask
+    return found != 0
+
+
+@njit(inline="always")
+def _scatter_row(flat_x, iy, width, channels, flat_weights, padded, flat_acc, above, middle, below, vectors, binary_tag,
+                 masks):
     """Add the non-zero inputs of input row ``iy`` to the ring rows at ``above``, ``middle`` and ``below``.
 
     ``above`` is where the ring row of output row iy + top starts (kernel row
     0), ``middle`` of iy + top - 1, ``below`` of iy + top - 2. Output
-    column ix + left - kx sits in ring column ix + 2 - kx. Returns how many
-    non-zero inputs the row has.
+    column ix + left - kx sits in ring column ix + 2 - kx, so input pixel
+    ix reaches ring columns ix + 2, ix + 1 and ix: a window of three
+    columns that slides one column per pixel.
+
+    The row's non-zero masks go to ``masks`` first (see :func:`_row_masks`).
+    The window's sums then stay in registers along a run of non-zero
+    pixels: the next pixel stores the column that left the window and loads
+    the one that entered it, 6 vectors each way instead of 18. A run ends
+    at a zero pixel, which stores the whole window. Nothing in the run
+    calls a function (the registers would be saved around it). Returns how
+    many non-zero inputs the row has.
     """
+    chunks = (channels + MASK_CHANNELS - 1) // MASK_CHANNELS
+    if not _row_masks(flat_x, iy, width, channels, masks):
+        return 0
     events = 0
     row_stride = 3 * 3 * padded  # from one input channel's nine weight rows to the next channel's
-    for ix in range(width):
-        pixel = (iy * width + ix) * channels
-        # Unsigned offsets: Numba adds no test for negative indices to the loads below.
-        kx0 = np.uint64((ix + 2) * SCATTER_BLOCK)
-        kx1 = np.uint64((ix + 1) * SCATTER_BLOCK)
-        kx2 = np.uint64(ix * SCATTER_BLOCK)
-        for first in range(0, channels, MASK_CHANNELS):
-            mask = _nonzero_mask(flat_x, pixel + first, min(MASK_CHANNELS, channels - first))
-            if mask == 0:
-                continue
-            a00, a01 = _load_pair(flat_acc, above + kx0, vectors)
-            a10, a11 = _load_pair(flat_acc, above + kx1, vectors)
-            a20, a21 = _load_pair(flat_acc, above + kx2, vectors)
-            m00, m01 = _load_pair(flat_acc, middle + kx0, vectors)
-            m10, m11 = _load_pair(flat_acc, middle + kx1, vectors)
-            m20, m21 = _load_pair(flat_acc, middle + kx2, vectors)
-            b00, b01 = _load_pair(flat_acc, below + kx0, vectors)
-            b10, b11 = _load_pair(flat_acc, below + kx1, vectors)
-            b20, b21 = _load_pair(flat_acc, below + kx2, vectors)
-            while mask != 0:
-                channel = first + np.int64(trailing_zeros(mask))
-                value = flat_x[np.uint64(pixel + channel)]
-                at = np.uint64(channel * row_stride)
-                step = np.uint64(padded)
-                a00, a01 = _add_pair(a00, a01, flat_weights, at, value, vectors, binary_tag)
-                a10, a11 = _add_pair(a10, a11, flat_weights, at + step, value, vectors, binary_tag)
-                a20, a21 = _add_pair(a20, a21, flat_weights, at + 2 * step, value, vectors, binary_tag)
-                m00, m01 = _add_pair(m00, m01, flat_weights, at + 3 * step, value, vectors, binary_tag)
-                m10, m11 = _add_pair(m10, m11, flat_weights, at + 4 * step, value, vectors, binary_tag)
-                m20, m21 = _add_pair(m20, m21, flat_weights, at + 5 * step, value, vectors, binary_tag)
-                b00, b01 = _add_pair(b00, b01, flat_weights, at + 6 * step, value, vectors, binary_tag)
-                b10, b11 = _add_pair(b10, b11, flat_weights, at + 7 * step, value, vectors, binary_tag)
-                b20, b21 = _add_pair(b20, b21, flat_weights, at + 8 * step, value, vectors, binary_tag)
-                events += 1
-                mask &= mask - np.uint64(1)
-            _store_pair(flat_acc, above + kx0, a00, a01, vectors)
-            _store_pair(flat_acc, above + kx1, a10, a11, vectors)
-            _store_pair(flat_acc, above + kx2, a20, a21, vectors)
-            _store_pair(flat_acc, middle + kx0, m00, m01, vectors)
-            _store_pair(flat_acc, middle + kx1, m10, m11, vectors)
-            _store_pair(flat_acc, middle + kx2, m20, m21, vectors)
-            _store_pair(flat_acc, below + kx0, b00, b01, vectors)
-            _store_pair(flat_acc, below + kx1, b10, b11, vectors)
-            _store_pair(flat_acc, below + kx2, b20, b21, vectors)
+    step = np.uint64(padded)
+    ix = 0
+    while ix < width:
+        nonzero = False
+        for k in range(chunks):
+            nonzero = nonzero or masks[ix * chunks + k] != 0
+        if not nonzero:
+            ix += 1
+            continue
+        # A run of non-zero pixels starts at ix. Unsigned offsets: Numba adds no test for negative
+        # indices to the loads below.
+        a00, a01, m00, m01, b00, b01 = _load_column(flat_acc, above, middle, below, np.uint64((ix + 2) * SCATTER_BLOCK),
+                                                    vectors)  # ring column ix + 2 (kx = 0)
+        a10, a11, m10, m11, b10, b11 = _load_column(flat_acc, above, middle, below, np.uint64((ix + 1) * SCATTER_BLOCK),
+                                                    vectors)  # ring column ix + 1 (kx = 1)
+        a20, a21, m20, m21, b20, b21 = _load_column(flat_acc, above, middle, below, np.uint64(ix * SCATTER_BLOCK),
+                                                    vectors)  # ring column ix (kx = 2)
+        while True:
+            pixel = (iy * width + ix) * channels
+            for k in range(chunks):
+                mask = masks[ix * chunks + k]
+                while mask != 0:
+                    channel = k * MASK_CHANNELS + np.int64(trailing_zeros(mask))
+                    value = flat_x[np.uint64(pixel + channel)]
+                    at = np.uint64(channel * row_stride)
+                    a00, a01 = _add_pair(a00, a01, flat_weights, at, value, vectors, binary_tag)
+                    a10, a11 = _add_pair(a10, a11, flat_weights, at + step, value, vectors, binary_tag)
+                    a20, a21 = _add_pair(a20, a21, flat_weights, at + 2 * step, value, vectors, binary_tag)
+                    m00, m01 = _add_pair(m00, m01, flat_weights, at + 3 * step, value, vectors, binary_tag)
+                    m10, m11 = _add_pair(m10, m11, flat_weights, at + 4 * step, value, vectors, binary_tag)
+                    m20, m21 = _add_pair(m20, m21, flat_weights, at + 5 * step, value, vectors, binary_tag)
+                    b00, b01 = _add_pair(b00, b01, flat_weights, at + 6 * step, value, vectors, binary_tag)
+                    b10, b11 = _add_pair(b10, b11, flat_weights, at + 7 * step, value, vectors, binary_tag)
+                    b20, b21 = _add_pair(b20, b21, flat_weights, at + 8 * step, value, vectors, binary_tag)
+                    events += 1
+                    mask &= mask - np.uint64(1)
+            ix += 1
+            if ix == width:
+                break
+            nonzero = False
+            for k in range(chunks):
+                nonzero = nonzero or masks[ix * chunks + k] != 0
+            if not nonzero:
+                break
+            # Slide the window one column: column ix - 1 leaves it, column ix + 2 enters.
+            _store_column(flat_acc, above, middle, below, np.uint64((ix - 1) * SCATTER_BLOCK), a20, a21, m20, m21, b20,
+                          b21, vectors)
+            a20, a21, m20, m21, b20, b21 = a10, a11, m10, m11, b10, b11
+            a10, a11, m10, m11, b10, b11 = a00, a01, m00, m01, b00, b01
+            a00, a01, m00, m01, b00, b01 = _load_column(flat_acc, above, middle, below,
+                                                        np.uint64((ix + 2) * SCATTER_BLOCK), vectors)
+        # The run ended before pixel ix: store the window of pixel ix - 1, columns ix + 1, ix and ix - 1.
+        _store_column(flat_acc, above, middle, below, np.uint64((ix + 1) * SCATTER_BLOCK), a00, a01, m00, m01, b00, b01,
+                      vectors)
+        _store_column(flat_acc, above, middle, below, np.uint64(ix * SCATTER_BLOCK), a10, a11, m10, m11, b10, b11,
+                      vectors)
+        _store_column(flat_acc, above, middle, below, np.uint64((ix - 1) * SCATTER_BLOCK), a20, a21, m20, m21, b20, b21,
+                      vectors)
+        ix += 1
     return events
 
 
@@ -161,6 +239,39 @@ def _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, flat_out, out_at,
         _store_pair(flat_acc, at, vzero(), vzero(), vectors)
         _store_pixel(acc0, acc1, acc0, acc0, flat_scale, flat_bias, 0, flat_out, out_at + ox * out_channels,
                      vectors, out_channels)
+
+
+@njit(inline="always")
+def _drain_fire_pair(flat_acc, flat_acc_next, ring_at, left, flat_scale, flat_bias, flat_out, flat_out_next, out_at,
+                     flat_membrane, membrane_at, out_width, out_channels, vectors, tau, threshold, fresh, keep):
+    """Drain one finished output row of both timesteps into their LIF neurons; return the two counts of neurons fired.
+
+    The same arithmetic as :func:`_drain_row` for each timestep followed by
+    ``_fire_row_pair``, with the currents kept in registers instead of
+    stored and loaded again. Needs ``out_channels == 16 * vectors``.
+    """
+    fired = 0
+    fired_next = 0
+    for ox in range(out_width):
+        ring = np.uint64(ring_at + (ox + 2 - left) * SCATTER_BLOCK)
+        out = np.uint64(out_at + ox * out_channels)
+        potentials = np.uint64(membrane_at + ox * out_channels)
+        for lane in range(0, vectors * LANES, LANES):
+            scale = vload(flat_scale, lane)
+            bias = vload(flat_bias, lane)
+            current = vaffine(vload(flat_acc, ring + lane), scale, bias)
+            current_next = vaffine(vload(flat_acc_next, ring + lane), scale, bias)
+            vstore(flat_acc, ring + lane, vzero())
+            vstore(flat_acc_next, ring + lane, vzero())
+            potential = current if fresh else vmuladd(current, vload(flat_membrane, potentials + lane), tau)
+            vstore(flat_out, out + lane, vfire(potential, threshold))
+            fired += vcount_fired(potential, threshold)
+            potential = vmuladd(current_next, vreset(potential, threshold), tau)
+            vstore(flat_out_next, out + lane, vfire(potential, threshold))
+            fired_next += vcount_fired(potential, threshold)
+            if keep:
+                vstore(flat_membrane, potentials + lane, vreset(potential, threshold))
+    return fired, fired_next
 
 
 @njit(**NJIT_OPTIONS)
@@ -207,6 +318,7 @@ def _conv2d_scatter(
     flat_acc_next = accumulators[1].reshape(-1)
     ring_row = accumulators.shape[2] * SCATTER_BLOCK  # elements per ring row
     spare = 3 * ring_row  # the ring's fourth row, for output rows outside the image
+    masks = np.empty(width * ((channels + MASK_CHANNELS - 1) // MASK_CHANNELS), np.uint64)  # see _row_masks
     events = 0
     events_next = 0
     fired = 0
@@ -220,15 +332,24 @@ def _conv2d_scatter(
             middle = np.uint64(((oy - 1) % 3) * ring_row if 1 <= oy <= out_height else spare)
             below = np.uint64(((oy - 2) % 3) * ring_row if 2 <= oy <= out_height + 1 else spare)
             events += _scatter_row(flat_x, iy, width, channels, flat_weights, padded, flat_acc, above, middle, below,
-                                   vectors, binary_tag)
+                                   vectors, binary_tag, masks)
             if steps > 1:
                 events_next += _scatter_row(flat_x_next, iy, width, channels, flat_weights, padded, flat_acc_next,
-                                            above, middle, below, vectors, binary_tag)
+                                            above, middle, below, vectors, binary_tag, masks)
         done = iy + top - 2
         if done < 0 or done >= out_height:
             continue
         ring_at = (done % 3) * ring_row
         out_at = (done % ring) * out_width * out_channels
+        if neuron and steps > 1 and out_channels == vectors * LANES:
+            counts = _drain_fire_pair(flat_acc, flat_acc_next, ring_at, left, flat_scale, flat_bias, flat_out,
+                                      flat_out_next, out_at, flat_membrane, done * out_width * out_channels, out_width,
+                                      out_channels, vectors, tau, threshold, fresh, keep)
+            _pool_row(flat_out, flat_out_next, done, ring, out_width, out_channels, 0, out_channels, steps, flat_pooled,
+                      flat_pooled_next, pooled_height, pooled_width, pool_h, pool_w)
+            fired += counts[0]
+            fired_next += counts[1]
+            continue
         _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, flat_out, out_at, out_width, out_channels, vectors)
         if steps > 1:
             _drain_row(flat_acc_next, ring_at, left, flat_scale, flat_bias, flat_out_next, out_at, out_width,
