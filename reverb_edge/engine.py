@@ -394,6 +394,7 @@ class Engine:
         # them off when the engine is built.
         self._use_programs = self._fast and programs_enabled()
         self._programs: dict[str, Program | None] = {}
+        self._no_frames: np.ndarray | None = None  # predict_frames' input when the program bins events
         self.stats: dict[str, LayerStats] = {}
         self.reset_stats()
 
@@ -920,11 +921,12 @@ class Engine:
                 logger.debug("%s runs %s", method, program.path)
         return self._programs[method]
 
-    def _run_program(self, program: Program | None, x: np.ndarray) -> np.ndarray | None:
-        """Run ``program`` on ``x`` and return the scores, or None where the plan must run the input."""
+    def _run_program(self, program: Program | None, x: np.ndarray,
+                     events: np.ndarray | None = None) -> np.ndarray | None:
+        """Run ``program`` on ``x`` (or ``events``) and return the scores, or None where the plan must run the input."""
         if program is None:
             return None
-        largest, scores, status = program(x, self._stat_counts)
+        largest, scores, status = program(x, self._stat_counts, events)
         if status == FALLBACK:
             return None
         self.reset()
@@ -955,6 +957,21 @@ class Engine:
             self.reset()
             return self._run_timesteps(checked)
 
+    def _run_events_program(self, events) -> np.ndarray | None:
+        """Bin and classify ``events`` in the ``predict_frames`` program; None where they take the checked path."""
+        from .events.types import EVENT_DTYPE
+
+        if not (isinstance(events, np.ndarray) and events.dtype == EVENT_DTYPE and events.ndim == 1
+                and events.flags.c_contiguous):
+            return None
+        with self._exclusive():
+            program = self._program_of("predict_frames")
+            if program is None:
+                return None
+            if self._no_frames is None:
+                self._no_frames = np.zeros((0, *self.input_spec.shape), np.float32)
+            return self._run_program(program, self._no_frames, events)
+
     def events_to_frames(self, events: np.ndarray) -> np.ndarray:
         """Bin one window of events into the model's input frames (T, C, H, W), float32."""
         from .events.frames import to_frames
@@ -981,7 +998,11 @@ class Engine:
         """Classify one window of events (a whole recording, or a slice of a stream).
 
         By default the events are binned into frames (:meth:`events_to_frames`)
-        and classified with :meth:`predict_frames`. With ``event_driven``,
+        and classified with :meth:`predict_frames`. Where the network has a
+        compiled ``predict_frames`` (see :mod:`reverb_edge.program`), a
+        C-contiguous EVENT_DTYPE array goes to it whole, and it bins the
+        events itself; it returns any input that ``to_frames`` would reject
+        to that checked path, which raises. With ``event_driven``,
         each timestep's events scatter their ±1 kernels straight into the
         first layer instead, and no frame is built. The model must let a
         binary convolution alone read the input. Both give the same result.
@@ -995,9 +1016,12 @@ class Engine:
             from .events.online import IMAGE_MODEL_MESSAGE
 
             raise InputError(IMAGE_MODEL_MESSAGE)
-        node = self._event_driven_node()
         if not event_driven:
+            scores = self._run_events_program(events)
+            if scores is not None:
+                return scores
             return self.predict_frames(self.events_to_frames(events))
+        node = self._event_driven_node()
         if node is None:
             raise InputError(
                 "this model cannot take events directly: its input must feed a single binary convolution"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import data_root
 from reverb_edge.errors import InputError
-from reverb_edge.events.frames import ToFrames, to_frames
+from reverb_edge.events.frames import ToFrames, _count_frames, to_frames
 from reverb_edge.events.types import EVENT_DTYPE, empty_events, make_events
 
 SENSOR = (7, 5, 2)
@@ -147,6 +147,13 @@ def test_unsorted_times_rejected():
     with pytest.raises(InputError, match="index 2"):
         to_frames(events, SENSOR, n_time_bins=2)
     assert to_frames(events, SENSOR, event_count=2).sum() == 3
+
+
+def test_sensor_checked_before_time_order():
+    """One pass over the events finds both faults, and the coordinate error is reported first."""
+    events = make_events([0, 9, 0], [0, 0, 0], [5, 9, 7], [0, 1, 0])
+    with pytest.raises(InputError, match="x ranges over"):
+        to_frames(events, SENSOR, n_time_bins=2)
 
 
 def test_integer_dtype_overflow_rejected():
@@ -308,6 +315,20 @@ def test_every_dtype_holds_the_counts(rng, dtype):
 
     assert frames.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(frames, counts.astype(dtype))
+
+
+def test_float_frames_through_int64_counts_agree(rng):
+    """Bins longer than ``exact`` go through the int64 counts, shorter ones straight into the float frame."""
+    events = random_events(rng, 300)
+    lo, hi = np.array([0, 100, 250]), np.array([100, 250, 300])
+    bins = np.searchsorted(hi, np.arange(300), side="right")
+    expected = frames_from_bins(events, bins, 3)
+    counts = np.empty((2, 5, 7), np.int64)
+
+    for exact in (2**24, 120, 0):
+        frames = np.zeros((3, 2, 5, 7), np.float32)
+        assert _count_frames(events["x"], events["y"], events["p"], lo, hi, -1, -1, exact, counts, frames) == -1
+        np.testing.assert_array_equal(frames, expected)
 
 
 @pytest.mark.parametrize("mode", list(SLICING))

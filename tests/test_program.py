@@ -134,6 +134,36 @@ def test_shipped_nmnist_model_on_real_recordings(monkeypatch):
     assert_same(compiled, plain, recordings, "predict_events")
 
 
+def test_program_bins_events_like_to_frames(monkeypatch, rng):
+    """predict_events bins inside the program; other event arrays and rejected ones behave as in the plan."""
+    from reverb_edge.events.types import empty_events, make_events
+
+    compiled, plain = engines(Engine.load("nmnist").model, monkeypatch)
+    count = 3000
+    events = make_events(rng.integers(0, 34, count), rng.integers(0, 34, count),
+                         np.sort(rng.integers(0, 300_000, count)), rng.integers(0, 2, count))
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "events_to_frames", lambda self, events: pytest.fail("binned outside the program"))
+        scores = compiled.predict_events(events)
+    np.testing.assert_array_equal(scores, plain.predict_events(events))
+
+    read_only = events.copy()
+    read_only.flags.writeable = False
+    one_time = events.copy()
+    one_time["t"] = 7  # a duration of 0: every event in the first bin
+    assert_same(compiled, plain, [events[::2], read_only, empty_events(), events[:1], one_time], "predict_events")
+
+    outside, backward, polarity = events.copy(), events.copy(), events.copy()
+    outside["y"][5] = 34
+    backward["t"][10] = backward["t"][9] - 1
+    polarity["p"][-1] = 2
+    for bad, match in [(outside, "y ranges over"), (backward, "backward at index 10"), (polarity, "p ranges")]:
+        for engine in (compiled, plain):
+            with pytest.raises(InputError, match=match):
+                engine.predict_events(bad)
+    assert compiled.layer_stats() == plain.layer_stats()
+
+
 def test_frames_fall_back_for_other_arrays(monkeypatch, rng):
     """Frames in float64, in a non-contiguous array or with a NaN in a later frame behave as in the plan."""
     graph = mnist_like_graph()
