@@ -155,6 +155,7 @@ def test_bench_max_pool(benchmark, rng):
 
 
 @BRIEF
+@pytest.mark.programs  # one thread runs the compiled program, as in an application
 @pytest.mark.parametrize("threads", [1, 2])
 def test_bench_mnist_inference(benchmark, threads):
     import numba
