@@ -280,6 +280,26 @@ def test_n_time_bins_single_timestamp_in_first_bin():
     np.testing.assert_array_equal(frames.sum(axis=(1, 2, 3)), [2, 0, 0, 0])
 
 
+def test_n_time_bins_at_largest_time():
+    """Events at the largest int64 time go to bin 0 once each: no bin edge past that time is computed."""
+    largest = np.iinfo(np.int64).max
+    events = make_events([0, 1, 2], [0, 0, 0], [largest] * 3, [0, 1, 0])
+
+    frames = to_frames(events, SENSOR, n_time_bins=6)
+    assert frames[0].sum() == 3
+    assert frames[1:].sum() == 0
+
+    frames = to_frames(events, SENSOR, n_time_bins=3, start_time=largest)
+    assert frames[0].sum() == 3
+    assert frames[1:].sum() == 0
+
+
+def test_start_time_outside_int64_rejected():
+    events = make_events([0], [0], [5], [0])
+    with pytest.raises(InputError, match="outside the int64 range"):
+        to_frames(events, SENSOR, n_time_bins=2, start_time=-(2**63) - 1)
+
+
 def test_n_event_bins_formula(rng):
     for n_events, n_bins in [(30, 3), (31, 3), (2, 5), (100, 7), (1, 1)]:
         events = random_events(rng, n_events)
@@ -315,6 +335,17 @@ def test_every_dtype_holds_the_counts(rng, dtype):
 
     assert frames.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(frames, counts.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">i4", ">u2", "<f4"])
+def test_byte_order_of_dtype_kept(rng, dtype):
+    """A dtype in the other byte order is counted in the native one and cast, not passed to Numba."""
+    events = random_events(rng, 200)
+
+    frames = to_frames(events, SENSOR, n_time_bins=3, dtype=dtype)
+
+    assert frames.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(frames, to_frames(events, SENSOR, n_time_bins=3, dtype=np.int64))
 
 
 def test_float_frames_through_int64_counts_agree(rng):

@@ -153,11 +153,20 @@ def test_program_bins_events_like_to_frames(monkeypatch, rng):
     one_time["t"] = 7  # a duration of 0: every event in the first bin
     assert_same(compiled, plain, [events[::2], read_only, empty_events(), events[:1], one_time], "predict_events")
 
+    # All at the largest int64 time: every event in the first bin.
+    latest = events.copy()
+    latest["t"] = np.iinfo(np.int64).max
+    assert_same(compiled, plain, [latest], "predict_events")
+
     outside, backward, polarity = events.copy(), events.copy(), events.copy()
     outside["y"][5] = 34
     backward["t"][10] = backward["t"][9] - 1
     polarity["p"][-1] = 2
-    for bad, match in [(outside, "y ranges over"), (backward, "backward at index 10"), (polarity, "p ranges")]:
+    # A span of times wider than int64 overflows the difference the bins are computed from.
+    span = events[:2].copy()
+    span["t"] = [-(2**62) - 5, 2**62 + 2**61]
+    for bad, match in [(outside, "y ranges over"), (backward, "backward at index 10"), (polarity, "p ranges"),
+                       (span, "overflows int64")]:
         for engine in (compiled, plain):
             with pytest.raises(InputError, match=match):
                 engine.predict_events(bad)

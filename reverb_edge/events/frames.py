@@ -345,6 +345,8 @@ def _check_frame_options(
         )
     if start_time is not None:
         start_time = check_int(caller, "start_time", start_time)
+        if not -(2**63) <= start_time < 2**63:
+            raise InputError(f"{caller}: start_time {start_time} is outside the int64 range of event times")
         if mode in ("event_count", "n_event_bins"):
             raise InputError(
                 f"{caller}: start_time applies to time_window and n_time_bins only, not to {mode}"
@@ -442,10 +444,11 @@ def _time_bin_edges(times, n_bins, start, duration):
     hi = np.empty(n_bins, np.int64)
     for k in range(n_bins):
         if duration == 0:
-            bound = start if k == 0 else start + 1
+            # Every event at or after the start is at the start, in bin 0. No start + 1 here: the start
+            # may be the largest int64.
+            lo[k] = np.searchsorted(times, start, side="left") if k == 0 else len(times)
         else:
-            bound = start - ((-k * duration) // n_bins)  # start + ceil(k * D / n)
-        lo[k] = np.searchsorted(times, bound, side="left")
+            lo[k] = np.searchsorted(times, start - ((-k * duration) // n_bins), side="left")  # start + ceil(k * D / n)
     hi[:-1] = lo[1:]
     hi[-1] = len(times)  # the last bin is closed, so it ends after the last event
     return lo, hi
@@ -479,7 +482,10 @@ def _accumulate(caller, events, lo, hi, channels, height, width, clip, dtype) ->
         # Numba has no float16 and no long double: count into float64 frames, which hold every count
         # below 2**53 exactly, and cast once.
         target = np.zeros(frames.shape, np.float64)
-    # Float32 holds every integer up to 2**24, float64 up to 2**53.
+    elif not dtype.isnative:
+        # Numba takes native byte order only: count in it, and cast once.
+        target = np.zeros(frames.shape, dtype.newbyteorder("="))
+    # Float32 represents every integer up to 2**24 exactly, float64 up to 2**53.
     exact = {4: 2**24, 8: 2**53}[target.dtype.itemsize] if target.dtype.kind == "f" else 0
     failed = _count_frames(events["x"], events["y"], events["p"], lo, hi, -1 if clip is None else clip, largest,
                            exact, counts, target)
@@ -488,7 +494,7 @@ def _accumulate(caller, events, lo, hi, channels, height, width, clip, dtype) ->
             f"{caller}: frame {failed} has {int(counts.max())} events on one pixel, above the max "
             f"{largest} of dtype {dtype}; set clip or pass a wider dtype"
         )
-    if target.dtype == np.float64 and dtype != np.float64:
+    if target.dtype != dtype and dtype.kind != "b":
         frames[...] = target
     return frames
 
@@ -538,7 +544,8 @@ def _event_bins(events, width, height, n_bins):
         return lo, hi, False
     start = np.int64(events[0].t)
     duration = np.int64(events[len(events) - 1].t) - start
-    if duration > (2**63 - 1) // n_bins:
+    # The times are sorted, so a negative duration is one that overflowed int64.
+    if duration < 0 or duration > (2**63 - 1) // n_bins:
         return lo, hi, False
     lo, hi = _time_bin_edges(events.t, n_bins, start, duration)
     for k in range(n_bins):

@@ -151,8 +151,8 @@ def _scatter_row(flat_x, iy, width, channels, flat_weights, padded, flat_acc, ab
 
     ``above`` is where the ring row of output row iy + top starts (kernel row
     0), ``middle`` of iy + top - 1, ``below`` of iy + top - 2. Output
-    column ix + left - kx sits in ring column ix + 2 - kx, so input pixel
-    ix reaches ring columns ix + 2, ix + 1 and ix: a window of three
+    column ix + left - kx sits in ring column ix + 2 - kx. Input pixel ix
+    therefore reaches ring columns ix + 2, ix + 1 and ix, a window of three
     columns that slides one column per pixel.
 
     The row's non-zero masks go to ``masks`` first (see :func:`_row_masks`).
@@ -249,6 +249,11 @@ def _drain_fire_pair(flat_acc, flat_acc_next, ring_at, left, flat_scale, flat_bi
     The same arithmetic as :func:`_drain_row` for each timestep followed by
     ``_fire_row_pair``, with the currents kept in registers instead of
     stored and loaded again. Needs ``out_channels == 16 * vectors``.
+
+    NOTE: where a NaN current meets a NaN membrane potential of the other
+    sign, the stored potential may differ from the gather kernel's in the
+    NaN's sign bit. LLVM may order the addition's operands either way, and
+    x86 returns the first operand's NaN. Every other value is the same.
     """
     fired = 0
     fired_next = 0
