@@ -31,9 +31,10 @@ compute the same function. The plain CNNs are other networks, so they always
 get a ratio, and their accuracy on the labelled inputs is what to compare.
 
 Event models (N-MNIST): every runtime receives the raw recording, and its
-latency includes binning it into T frames with :meth:`Engine.events_to_frames`.
-The ``engine`` row is :meth:`Engine.predict_events`, which bins the
-recording and runs the frames, and the ``engine-scatter`` row is the same
+latency includes binning it into T frames. The peers bin with
+:meth:`Engine.events_to_frames`. The ``engine`` row is
+:meth:`Engine.predict_events`, which bins the recording (inside its compiled
+program where it has one) and runs the frames, and the ``engine-scatter`` row is the same
 call with ``event_driven=True`` (each event scatters its kernel into the
 first layer; no frames), where the model allows it. The peers run the
 binned frames as (T, C, H, W) input. The binning time alone is reported too.
@@ -717,10 +718,10 @@ def run_benchmark(model: str, count: int | None = None, threads: int = 1, data: 
             "binning_ms": binning,
             "method": (
                 f"every runtime receives the raw recording, and its latency includes binning it into "
-                f"T = {encoding.n_time_bins} frames with Engine.events_to_frames (NumPy); binning_ms is that "
-                "step alone. The engine row is Engine.predict_events, which bins the recording itself; the "
-                f"{ENGINE_SCATTER} row, where present, builds no frames: each event adds its kernel to the "
-                "first layer"
+                f"T = {encoding.n_time_bins} frames. The peers bin with Engine.events_to_frames, and "
+                "binning_ms is that step alone. The engine row is Engine.predict_events, which bins inside its "
+                f"compiled program where it has one, without building the frames; the {ENGINE_SCATTER} row, "
+                "where present, builds no frames either: each event adds its kernel to the first layer"
             ),
         }
 
