@@ -722,14 +722,15 @@ def _write_scatter(writer, layer, x, x_next, two, pool, spikes, spikes_next, mem
     popcount kernel would take: the scatter kernel gives the same bits for
     it, and the program never calls the popcount kernel.
     """
-    scatter_weights, accumulators = layer.scatter
+    scatter_weights, accumulators, masks = layer.scatter
     kernel_h, kernel_w, targets, outputs = _spike_targets(writer, pool, spikes, spikes_next, two)
     scale, bias = weights.split(", ")[1:]
     time_tag = "(0, 0)" if two else "(0,)"
     count = f"events{events}"
     writer.emit(f"{count}, {count}_next, fired{fired}, fired{fired}_next = _conv2d_scatter({x}, {x_next}, "
                 f"{writer.array(scatter_weights)}, {scale}, {bias}, {layer.top}, {layer.left}, "
-                f"{writer.array(accumulators)}, {targets[0]}, {targets[1]}, {writer.array(membrane)}, {tau}, "
+                f"{writer.array(accumulators)}, {writer.array(masks)}, {targets[0]}, {targets[1]}, "
+                f"{writer.array(membrane)}, {tau}, "
                 f"{threshold}, {layer.vector_tag!r}, {layer.binary_tag!r}, {time_tag}, (0,), {flags[0]}, {flags[1]}, "
                 f"{outputs[0]}, {outputs[1]}, {kernel_h}, {kernel_w})")
     writer.emit(f"m[{events}] += {count} + {count}_next" if two else f"m[{events}] += {count}")

@@ -32,7 +32,7 @@ def layer_pair(case: ConvCase, signs, scale, bias) -> tuple[PreparedConv2d, Prep
     geometry = check_float_conv2d("test", np.empty((case.channels, case.height, case.width), np.float32), signs, scale,
                                   bias, 1, case.padding, 1, 1)[4]
     scattering = PreparedConv2d(signs, scale, bias, geometry, case.height, case.width)
-    scattering.scatter = (scatter_weights(scattering.rows), scatter_buffers(case.width))
+    scattering.scatter = (scatter_weights(scattering.rows), *scatter_buffers(case.width, case.channels))
     gathering = PreparedConv2d(signs, scale, bias, geometry, case.height, case.width)
     gathering.scatter = None
     return scattering, gathering

@@ -156,7 +156,7 @@ class PreparedConv2d:
         self.scatter = None
         if (scatter_eligible(geometry.kernel, geometry.stride, self.dilation, geometry.groups, geometry.padding)
                 and geometry.in_channels >= SCATTER_FROM and padded <= SCATTER_BLOCK):
-            self.scatter = (scatter_weights(self.rows), scatter_buffers(in_width))
+            self.scatter = (scatter_weights(self.rows), *scatter_buffers(in_width, geometry.in_channels))
         # A depthwise layer (one input and one output channel per group) runs its own kernel, which
         # puts 16 channels in one vector instead of 16 outputs of one channel.
         self.depthwise = None
@@ -263,11 +263,11 @@ class PreparedConv2d:
     def _scatter(self, x, x_next, out, out_next, time_tag, neuron=None, fresh=False, keep=True,
                  pool=None) -> tuple[int, int, int, int]:
         """Run :func:`_conv2d_scatter`; return (non-zero inputs, at the next timestep, neurons fired, at the next)."""
-        weights, accumulators = self.scatter
+        weights, accumulators, masks = self.scatter
         membrane, tau, threshold = (out, NO_CONSTANT, NO_CONSTANT) if neuron is None else neuron
         kernel_h, kernel_w, pooled, pooled_next = (0, 0, out, out) if pool is None else pool[:4]
         return _conv2d_scatter(
-            x, x_next, weights, self.scale, self.bias, self.top, self.left, accumulators, out, out_next, membrane,
+            x, x_next, weights, self.scale, self.bias, self.top, self.left, accumulators, masks, out, out_next, membrane,
             tau, threshold, self.vector_tag, self.binary_tag, time_tag, () if neuron is None else (0,), bool(fresh),
             bool(keep), pooled, pooled_next, kernel_h, kernel_w,
         )

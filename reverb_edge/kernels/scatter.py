@@ -70,9 +70,16 @@ def scatter_weights(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows[0].transpose(2, 0, 1, 3))
 
 
-def scatter_buffers(in_width: int) -> np.ndarray:
-    """Return the zeroed accumulator rings of two timesteps: (2, 4 rows, in_width + 2 columns, SCATTER_BLOCK)."""
-    return np.zeros((2, 4, in_width + 2, SCATTER_BLOCK), np.float32)
+def scatter_buffers(in_width: int, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the kernel's scratch buffers: the zeroed accumulator rings of two timesteps and the row masks.
+
+    The rings are (2, 4 rows, in_width + 2 columns, SCATTER_BLOCK) float32.
+    The masks of one input row (see :func:`_row_masks`) are int64, one per
+    pixel and 64 channels, so that the kernel allocates nothing per call.
+    """
+    rings = np.zeros((2, 4, in_width + 2, SCATTER_BLOCK), np.float32)
+    masks = np.zeros(in_width * -(-in_channels // MASK_CHANNELS), np.int64)
+    return rings, masks
 
 
 @njit(inline="always")
@@ -131,7 +138,8 @@ def _store_column(flat_acc, above, middle, below, column, a0, a1, m0, m1, b0, b1
 def _row_masks(flat_x, iy, width, channels, masks):
     """Set masks[ix * chunks + k] to the non-zero mask of channels [64k, 64k + 64) of input pixel (iy, ix).
 
-    Returns whether the row has a non-zero input.
+    The int64 array keeps the uint64 mask's bits. Returns whether the row
+    has a non-zero input.
     """
     chunks = (channels + MASK_CHANNELS - 1) // MASK_CHANNELS
     found = np.uint64(0)
@@ -139,7 +147,7 @@ def _row_masks(flat_x, iy, width, channels, masks):
         pixel = (iy * width + ix) * channels
         for k in range(chunks):
             mask = _nonzero_mask(flat_x, pixel + k * MASK_CHANNELS, min(MASK_CHANNELS, channels - k * MASK_CHANNELS))
-            masks[np.uint64(ix * chunks + k)] = mask
+            masks[np.uint64(ix * chunks + k)] = np.int64(mask)
             found |= mask
     return found != 0
 
@@ -188,7 +196,7 @@ def _scatter_row(flat_x, iy, width, channels, flat_weights, padded, flat_acc, ab
         while True:
             pixel = (iy * width + ix) * channels
             for k in range(chunks):
-                mask = masks[ix * chunks + k]
+                mask = np.uint64(masks[ix * chunks + k])
                 while mask != 0:
                     channel = k * MASK_CHANNELS + np.int64(trailing_zeros(mask))
                     value = flat_x[np.uint64(pixel + channel)]
@@ -281,13 +289,13 @@ def _drain_fire_pair(flat_acc, flat_acc_next, ring_at, left, flat_scale, flat_bi
 
 @njit(**NJIT_OPTIONS)
 def _conv2d_scatter(
-    x, x_next, weights, scale, bias, top, left, accumulators, out, out_next, membrane, tau, threshold, vector_tag,
+    x, x_next, weights, scale, bias, top, left, accumulators, masks, out, out_next, membrane, tau, threshold, vector_tag,
     binary_tag, time_tag, neuron_tag, fresh, keep, pooled, pooled_next, pool_h, pool_w,
 ):
     """Run a 3 x 3, stride-1 convolution by scattering its non-zero inputs, for one timestep or two.
 
-    ``weights`` comes from :func:`scatter_weights`, ``accumulators`` from
-    :func:`scatter_buffers`. The kernel clears each ring row after reading
+    ``weights`` comes from :func:`scatter_weights`, ``accumulators`` and
+    ``masks`` from :func:`scatter_buffers`. The kernel clears each ring row after reading
     it, so the rings' output columns are zero again when it returns. The
     spare row and the border columns keep sums that nothing reads. The
     layer has at most SCATTER_BLOCK outputs, padded with ``scale``,
@@ -323,7 +331,6 @@ def _conv2d_scatter(
     flat_acc_next = accumulators[1].reshape(-1)
     ring_row = accumulators.shape[2] * SCATTER_BLOCK  # elements per ring row
     spare = 3 * ring_row  # the ring's fourth row, for output rows outside the image
-    masks = np.empty(width * ((channels + MASK_CHANNELS - 1) // MASK_CHANNELS), np.uint64)  # see _row_masks
     events = 0
     events_next = 0
     fired = 0
