@@ -444,7 +444,9 @@ def _frames_source(writer: _Writer, places: list[tuple[str, int]], outputs: tupl
                 f"            if not largest <= {limit!r}:",
                 "                return largest, scores, FALLBACK"]
 
-    if encoding is None or encoding.n_time_bins % 2 == 1:
+    # With polarity channels, to_frames needs a sensor of two polarities; the checked path raises otherwise.
+    if (encoding is None or encoding.n_time_bins % 2 == 1
+            or (encoding.polarity_channels and encoding.sensor_size[2] != 2)):
         binning = ["        return largest, scores, FALLBACK"]
     else:
         width, height = encoding.sensor_size[0], encoding.sensor_size[1]

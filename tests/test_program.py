@@ -173,6 +173,28 @@ def test_program_bins_events_like_to_frames(monkeypatch, rng):
     assert compiled.layer_stats() == plain.layer_stats()
 
 
+@pytest.mark.parametrize("polarity_channels", [False, True])
+def test_program_bins_one_channel_sensor(polarity_channels, monkeypatch, rng):
+    """A one-polarity sensor bins into one channel; with polarity channels to_frames rejects it, and so does the engine."""
+    from reverb_edge.graph import EventEncoding
+    from reverb_edge.events.types import make_events
+
+    chain = chain_graph((1, 5, 17), timesteps=2)
+    spec = chain.input
+    encoding = EventEncoding((12, 13, 1), 2, 10_000, polarity_channels)
+    graph = Graph(InputSpec(spec.shape, spec.mean, spec.std, False, spec.labels, encoding), chain.nodes, timesteps=2)
+    compiled, plain = engines(Model(graph, random_tensors(graph, rng)), monkeypatch)
+    events = make_events(rng.integers(0, 12, 500), rng.integers(0, 13, 500), np.sort(rng.integers(0, 9000, 500)),
+                         rng.integers(0, 2, 500))
+
+    if polarity_channels:
+        for engine in (compiled, plain):
+            with pytest.raises(InputError, match="polarit"):
+                engine.predict_events(events)
+    else:
+        assert_same(compiled, plain, [events], "predict_events")
+
+
 def test_frames_fall_back_for_other_arrays(monkeypatch, rng):
     """Frames in float64, in a non-contiguous array or with a NaN in a later frame behave as in the plan."""
     graph = mnist_like_graph()
