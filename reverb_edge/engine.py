@@ -1001,7 +1001,7 @@ class Engine:
         and classified with :meth:`predict_frames`. Where the network has a
         compiled ``predict_frames`` (see :mod:`reverb_edge.program`), a
         C-contiguous EVENT_DTYPE array goes to it whole, and it bins the
-        events itself; it returns any input that ``to_frames`` would reject
+        events itself. Any input that ``to_frames`` would reject goes back
         to that checked path, which raises. With ``event_driven``,
         each timestep's events scatter their ±1 kernels straight into the
         first layer instead, and no frame is built. The model must let a

@@ -188,7 +188,7 @@ class Program:
         self._function = function
         self._arenas = arenas
         self.path = path  # the generated source
-        # A predict_frames program also takes events: none when it runs frames.
+        # A predict_frames program also takes events, and an empty array of them when it runs frames.
         self._no_events = None
         if frames:
             from .events.types import empty_events

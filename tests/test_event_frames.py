@@ -348,7 +348,7 @@ def test_byte_order_of_dtype_kept(rng, dtype):
     np.testing.assert_array_equal(frames, to_frames(events, SENSOR, n_time_bins=3, dtype=np.int64))
 
 
-def test_float_frames_through_int64_counts_agree(rng):
+def test_float_counts_match_int64_counts(rng):
     """Bins longer than ``exact`` go through the int64 counts, shorter ones straight into the float frame."""
     events = random_events(rng, 300)
     lo, hi = np.array([0, 100, 250]), np.array([100, 250, 300])

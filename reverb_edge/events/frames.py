@@ -512,7 +512,7 @@ def _field_bounds(x, y, p, t, order):
     """Return (min x, max x, min y, max y, min p, max p, i) of a non-empty event array's fields.
 
     With ``order``, i is the first index whose time is below the one before
-    it (-1 when the times never go back); without, i is -1.
+    it, or -1 when the times never go back. Without ``order``, i is -1.
     """
     x_low, x_high, y_low, y_high, p_low, p_high = x[0], x[0], y[0], y[0], p[0], p[0]
     backward = -1
@@ -529,11 +529,12 @@ def _field_bounds(x, y, p, t, order):
 def _event_bins(events, width, height, n_bins):
     """Return (lo, hi, ok): the ranges of :func:`to_frames` with ``n_time_bins=n_bins`` for a compiled caller.
 
-    ``ok`` is False, and the caller must take the checked path of
-    ``to_frames`` (which raises the error), when ``events`` is empty, does
-    not fit a (width, height, 2) sensor, goes backward in time, spans a
-    duration that overflows the bin formula, or has a bin of more than
-    2**24 events (float32 counts are exact up to there).
+    ``ok`` is False when the caller must take the checked path of
+    ``to_frames``, which raises the error. That is the case when ``events``
+    is empty, has a coordinate outside width x height or a polarity other
+    than 0 and 1, or goes backward in time. It is also the case when the
+    duration overflows the bin formula, or when a bin has more than 2**24
+    events, the largest count float32 holds exactly.
     """
     lo = np.zeros(n_bins, np.int64)
     hi = np.zeros(n_bins, np.int64)
@@ -558,8 +559,8 @@ def _event_bins(events, width, height, n_bins):
 def _bin_channels_last(events, lo, hi, out, two):
     """Count events[lo:hi] into ``out``, one channels-last (H, W, C) float32 frame: C = 2 by polarity (``two``), or 1.
 
-    The frame equals that bin of :func:`to_frames` moved to channels-last;
-    :func:`_event_bins` checked the coordinates and the bin's size.
+    The frame equals that bin of :func:`to_frames` moved to channels-last.
+    :func:`_event_bins` has checked the coordinates and the bin's size.
     """
     flat = out.reshape(-1)
     flat[:] = 0.0

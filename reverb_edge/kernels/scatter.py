@@ -9,8 +9,8 @@ each one's weights to the nine output pixels it reaches. Those nine
 pixels' sums (32 channels each, 18 vectors) stay in registers while the
 channels of one input pixel are added, so there is one short loop per
 non-zero input pixel and no list. Along a run of non-zero pixels the
-window of nine sums slides one column per pixel and stays in registers,
-so each pixel loads and stores one column of sums, not three.
+window of nine sums stays in registers and slides one column per pixel.
+Each pixel then loads and stores one column of sums, not three.
 
 The order of the additions is that of the gather kernel. Output pixel
 (oy, ox) receives input (oy + ky - top, ox + kx - left) with weight
@@ -75,7 +75,8 @@ def scatter_buffers(in_width: int, in_channels: int) -> tuple[np.ndarray, np.nda
 
     The rings are (2, 4 rows, in_width + 2 columns, SCATTER_BLOCK) float32.
     The masks of one input row (see :func:`_row_masks`) are int64, one per
-    pixel and 64 channels, so that the kernel allocates nothing per call.
+    pixel and 64 channels. With both prepared, the kernel allocates nothing
+    per call.
     """
     rings = np.zeros((2, 4, in_width + 2, SCATTER_BLOCK), np.float32)
     masks = np.zeros(in_width * -(-in_channels // MASK_CHANNELS), np.int64)
@@ -165,11 +166,11 @@ def _scatter_row(flat_x, iy, width, channels, flat_weights, padded, flat_acc, ab
 
     The row's non-zero masks go to ``masks`` first (see :func:`_row_masks`).
     The window's sums then stay in registers along a run of non-zero
-    pixels: the next pixel stores the column that left the window and loads
+    pixels. The next pixel stores the column that left the window and loads
     the one that entered it, 6 vectors each way instead of 18. A run ends
     at a zero pixel, which stores the whole window. Nothing in the run
-    calls a function (the registers would be saved around it). Returns how
-    many non-zero inputs the row has.
+    calls a function, because the registers would be saved around the call.
+    Returns how many non-zero inputs the row has.
     """
     chunks = (channels + MASK_CHANNELS - 1) // MASK_CHANNELS
     if not _row_masks(flat_x, iy, width, channels, masks):
@@ -252,7 +253,7 @@ def _drain_row(flat_acc, ring_at, left, flat_scale, flat_bias, flat_out, out_at,
 @njit(inline="always")
 def _drain_fire_pair(flat_acc, flat_acc_next, ring_at, left, flat_scale, flat_bias, flat_out, flat_out_next, out_at,
                      flat_membrane, membrane_at, out_width, out_channels, vectors, tau, threshold, fresh, keep):
-    """Drain one finished output row of both timesteps into their LIF neurons; return the two counts of neurons fired.
+    """Drain one finished output row of both timesteps into their LIF neurons, and return the neurons fired at each.
 
     The same arithmetic as :func:`_drain_row` for each timestep followed by
     ``_fire_row_pair``, with the currents kept in registers instead of
