@@ -764,14 +764,14 @@ def _write_linear(engine, writer, name, merged, x_in, size, counted, fixed):
     events = writer.counter()
     counted.append((name, "input_events", events))
     weights = f"{writer.array(layer.rows)}, {writer.array(layer.scale)}, {writer.array(layer.bias)}"
-    tags = f"{layer.conv.vector_tag!r}, {layer.conv.binary_tag!r}"
+    options = f"{layer.conv.vector_tag!r}, {layer.conv.binary_tag!r}, {channels}, {writer.array(layer.masks(channels))}"
     flat_in = [f"{x}.reshape({size})" for x in x_in]
     if steps == 2:
         writer.emit(f"events{events}, events{events}_next = _linear_events_pair({flat_in[0]}, {flat_in[1]}, {weights}, "
-                    f"{writer.array(layer.out)}, {writer.array(layer.out_next)}, {tags}, {channels})")
+                    f"{writer.array(layer.out)}, {writer.array(layer.out_next)}, {options})")
         writer.emit(f"m[{events}] += events{events} + events{events}_next")
         return writer.array(layer.out), writer.array(layer.out_next)
-    writer.emit(f"m[{events}] += _linear_events({flat_in[0]}, {weights}, {writer.array(layer.out)}, {tags}, {channels})")
+    writer.emit(f"m[{events}] += _linear_events({flat_in[0]}, {weights}, {writer.array(layer.out)}, {options})")
     return (writer.array(layer.out),)
 
 

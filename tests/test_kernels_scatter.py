@@ -4,9 +4,9 @@
 compare it with the NumPy reference twins. That holds for every layer it can
 serve, and for all it computes: the currents, the spikes, the membrane
 potentials, the pooled spikes and the counts, for one timestep or two. The
-engine picks it for layers with 16 or more input channels, but the kernel
-itself takes any input channel count, so the hypothesis test drives it
-directly over all of them.
+hypothesis test drives the kernel directly over input channel counts from
+1 to 70: below 16 it finds the non-zero inputs of a row 64 values at a
+time, from 16 one pixel at a time.
 """
 
 import numpy as np
@@ -18,7 +18,7 @@ from reverb_edge import Engine, reference
 from reverb_edge.datasets import load_mnist
 from reverb_edge.events.nmnist import load_nmnist
 from reverb_edge.kernels.checks import check_float_conv2d
-from reverb_edge.kernels.conv import SCATTER_FROM, PreparedConv2d
+from reverb_edge.kernels.conv import PreparedConv2d
 from reverb_edge.kernels.scatter import SCATTER_BLOCK, _count_events, scatter_buffers, scatter_eligible, scatter_weights
 
 from conftest import data_root
@@ -168,15 +168,24 @@ def test_scatter_eligible_geometry(kernel, stride, dilation, groups, padding, ex
     assert scatter_eligible(kernel, stride, dilation, groups, padding) is expected
 
 
-def test_engine_picks_scatter_by_channels():
-    """The shipped N-MNIST model scatters into its 32-channel layer only: 2 inputs are too few, 64 outputs too many."""
+@pytest.mark.parametrize("channels", [1, 3])
+def test_scatter_weights_are_a_copy(channels):
+    """With one input channel the reordered rows are contiguous already, yet they must not share the rows' memory."""
+    rows = np.arange(9 * channels * 16, dtype=np.float32).reshape(1, 3, 3, channels, 16)
+    weights = scatter_weights(rows)
+    assert not np.may_share_memory(weights, rows)
+    np.testing.assert_array_equal(weights, rows[0].transpose(2, 0, 1, 3))
+
+
+def test_engine_picks_scatter_by_outputs():
+    """The shipped N-MNIST model scatters into its two 32-channel layers, not into the one with 64 outputs."""
     engine = Engine.load("nmnist")
     picked = {name: executor.layer.scatter is not None for name, executor in engine._executors.items()
               if isinstance(getattr(executor, "layer", None), PreparedConv2d)}
-    assert picked == {"layers.0": False, "layers.3": True, "layers.7": False}
-    layer = engine._executors["layers.3"].layer
-    assert layer.geometry.in_channels >= SCATTER_FROM
-    assert layer.geometry.out_channels <= SCATTER_BLOCK
+    assert picked == {"layers.0": True, "layers.3": True, "layers.7": False}
+    for name in ("layers.0", "layers.3"):
+        assert engine._executors[name].layer.geometry.out_channels <= SCATTER_BLOCK
+    assert engine._executors["layers.7"].layer.geometry.out_channels > SCATTER_BLOCK
 
 
 def without_scatter(engine: Engine) -> Engine:

@@ -209,6 +209,70 @@ def test_linear_reads_map_in_flatten_order(rng, shape, out_features):
         np.testing.assert_array_equal(got_item, expected_item)
 
 
+@settings(derandomize=True, max_examples=60, deadline=None)
+@given(
+    pixels=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    channels=st.sampled_from([1, 2, 3, 17, 63, 64, 65, 130]),
+    out_features=st.sampled_from([1, 10, 16, 17, 64, 65, 130]),
+    density=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+    following=st.sampled_from(["zero", "same", "other"]),
+    special=st.sampled_from([None, "nan", "negative zero"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_linear_masks_equal_convolution_kernel(pixels, channels, out_features, density, following, special, seed):
+    """The linear kernels, which find the non-zero inputs 64 pixels of a channel at a time, against the convolution kernel.
+
+    The maps cross 64 and 128 pixels, and the channel counts 64 and 128; more
+    than 64 outputs take several blocks. The convolution kernel reads the
+    flattened map as a 1 x 1 image, so it shares no code with the masks.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (*pixels, channels)
+    x = spike_like(rng, shape, density)
+    x_next = {"zero": np.zeros_like(x), "same": x.copy(), "other": spike_like(rng, shape, density)}[following]
+    if special == "nan":
+        x[rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(0, channels)] = np.nan
+    elif special == "negative zero":
+        x[x == 0.0] = -0.0
+    weight = np.where(rng.random((out_features, x.size)) < 0.5, -1.0, 1.0).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, out_features).astype(np.float32)
+    bias = rng.standard_normal(out_features).astype(np.float32)
+    layer = prepare_linear(weight, scale, bias)
+    flat, flat_next = flatten_channels_first(x), flatten_channels_first(x_next)
+    expected, expected_events = (array.copy() if isinstance(array, np.ndarray) else array
+                                 for array in layer(flat, dense=False))
+    expected_next, expected_events_next = (array.copy() if isinstance(array, np.ndarray) else array
+                                           for array in layer(flat_next, dense=False))
+
+    for step_channels, step_x, step_next in ((channels, x.reshape(-1), x_next.reshape(-1)), (1, flat, flat_next)):
+        got, events = layer(step_x, channels=step_channels)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+        assert events == expected_events
+        got, got_next, events, events_next = layer.pair(step_x, step_next, 1, step_channels)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+        np.testing.assert_array_equal(got_next.view(np.uint32), expected_next.view(np.uint32))
+        assert events == expected_events
+        assert events_next == expected_events_next
+
+
+def test_linear_strided_input_equals_copy(rng):
+    """A non-contiguous input gives the bits of its contiguous copy: the kernels' vector loads ignore strides."""
+    weight = np.where(rng.random((10, 70)) < 0.5, -1.0, 1.0).astype(np.float32)
+    layer = prepare_linear(weight, np.ones(10, np.float32), np.zeros(10, np.float32))
+    wide = spike_like(rng, (2, 70), 0.5)
+    strided = wide.T.reshape(-1)[::2]
+    assert not strided.flags.c_contiguous
+    for channels in (1, 2, 35):
+        expected, expected_events = (array.copy() if isinstance(array, np.ndarray) else array
+                                     for array in layer(np.ascontiguousarray(strided), channels=channels))
+        got, events = layer(strided, channels=channels)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+        assert events == expected_events
+        got_pair = layer.pair(strided, strided, 1, channels)
+        np.testing.assert_array_equal(got_pair[0].view(np.uint32), expected.view(np.uint32))
+        np.testing.assert_array_equal(got_pair[1].view(np.uint32), expected.view(np.uint32))
+
+
 def test_flatten_pair_equals_two_calls(rng):
     x, x_next = spike_like(rng, (7, 5, 3), 0.5), spike_like(rng, (7, 5, 3), 0.5)
     out, out_next = np.empty(105, np.float32), np.empty(105, np.float32)

@@ -56,6 +56,7 @@ from reverb_edge.kernels.scatter import (
     SCATTER_BLOCK,
     _conv2d_scatter,
     _count_events,
+    _nonzero_mask,
     scatter_buffers,
     scatter_eligible,
     scatter_weights,
@@ -80,15 +81,18 @@ BLOCK = 4 * LANES
 # 28 x 28), the dense mode was faster only above 80 to 90 % non-zero inputs.
 DENSE_FROM = 0.9
 
-# The scatter kernel serves a layer with at least this many input channels (and at most
-# SCATTER_BLOCK outputs). On the spikes of 100 real N-MNIST recordings (one thread, both timesteps
-# of a pair) it took 116 against 155 us for 32 to 32 channels at 34 x 34. It took 63 against 43 us
-# for the 2-channel first layer, where most pixels have no event. With more outputs the sums do not fit
-# in the registers: for 32 to 64 channels at 17 x 17, reading the input once per 32 outputs took 122
-# against 92 us, and 36 vectors of sums (LLVM keeping some in memory) 86 against 67 us.
+# The scatter kernel serves every eligible layer with at most SCATTER_BLOCK outputs, whatever its
+# input channels. It was timed on the spikes of 100 real N-MNIST recordings, one thread, both
+# timesteps of a pair. For 32 to 32 channels at 34 x 34 it took 116 against 155 us. For the
+# 2-channel first layer, neurons merged, it took 30 against 46 us, and 66 us both on a dense input. With more
+# outputs the sums do not fit in the registers: for 32 to 64 channels at 17 x 17, reading the
+# input once per 32 outputs took 122 against 92 us, and 36 vectors of sums (LLVM keeping some in
+# memory) 86 against 67 us.
 # TODO: pairs whose timesteps share most non-zero inputs cost the scatter kernel up to twice the
 # additions of the gather kernel (docs/engine.md); a choice per pair would need a cheaper test.
-SCATTER_FROM = 16
+
+# Pixels of one channel per 64-bit mask of non-zero inputs in the linear kernels.
+MASK_BITS = 64
 
 # Time tags for _list_row_events and _conv2d_pairs: one timestep, or two at once.
 ONE_TIMESTEP = (0,)
@@ -151,11 +155,11 @@ class PreparedConv2d:
                 max(self.left + in_width, (strips_width - 1) * self.stride_w + kernel_w),
                 geometry.in_channels,
             ), np.float32)
-        # A 3 x 3, stride-1 layer with enough input channels scatters its non-zero inputs on one
-        # thread (see scatter.py): its weights reordered, and two rings of accumulator rows.
+        # A 3 x 3, stride-1 layer with at most 32 outputs scatters its non-zero inputs on one thread
+        # (see scatter.py): its weights reordered, and two rings of accumulator rows.
         self.scatter = None
         if (scatter_eligible(geometry.kernel, geometry.stride, self.dilation, geometry.groups, geometry.padding)
-                and geometry.in_channels >= SCATTER_FROM and padded <= SCATTER_BLOCK):
+                and padded <= SCATTER_BLOCK):
             self.scatter = (scatter_weights(self.rows), *scatter_buffers(in_width, geometry.in_channels))
         # A depthwise layer (one input and one output channel per group) runs its own kernel, which
         # puts 16 channels in one vector instead of 16 outputs of one channel.
@@ -495,24 +499,34 @@ class PreparedLinear:
         self.bias = conv.bias.reshape(-1)
         self.out = conv.out.reshape(-1)
         self.out_next = conv.out_next.reshape(-1)
+        self._masks: dict[int, np.ndarray] = {}
 
     def __call__(self, x: np.ndarray, threads: int = 1, dense: bool | None = None,
                  out: np.ndarray | None = None, channels: int = 1) -> tuple[np.ndarray, int]:
         out = self.out if out is None else out
+        x = np.ascontiguousarray(x)  # the kernels load vectors, which ignore strides
         if dense is None or channels > 1:
             # One compiled call that skips the zeros as it reads them. A readout layer has too few
             # outputs for the list of non-zero inputs and the convolution's pixel loop to pay off.
             events = _linear_events(x, self.rows, self.scale, self.bias, out, self.conv.vector_tag,
-                                    self.conv.binary_tag, channels)
+                                    self.conv.binary_tag, channels, self.masks(channels))
             return out, events
         result, events = self.conv(x.reshape(1, 1, -1), 1, dense, out=out.reshape(self.conv.out.shape))
         return result.reshape(-1), events
 
+    def masks(self, channels: int) -> np.ndarray:
+        """Return the scratch buffer of the linear kernels for an input of ``channels`` channels (see :func:`linear_masks`)."""
+        if channels not in self._masks:
+            self._masks[channels] = linear_masks(self.rows.shape[0], channels)
+        return self._masks[channels]
+
     def pair(self, x: np.ndarray, x_next: np.ndarray, threads: int = 1,
              channels: int = 1) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Run two consecutive timesteps in one pass; see :meth:`PreparedConv2d.pair`."""
+        x, x_next = np.ascontiguousarray(x), np.ascontiguousarray(x_next)
         events, events_next = _linear_events_pair(x, x_next, self.rows, self.scale, self.bias, self.out,
-                                                  self.out_next, self.conv.vector_tag, self.conv.binary_tag, channels)
+                                                  self.out_next, self.conv.vector_tag, self.conv.binary_tag, channels,
+                                                  self.masks(channels))
         return self.out, self.out_next, events, events_next
 
 
@@ -1108,8 +1122,78 @@ def _conv2d_strips(x, bordered, rows, scale, bias, stride_h, stride_w, top, left
                 _store_pixel(h0, h1, h0, h0, flat_scale, flat_bias, 0, flat_out, at + 7 * out_channels, vectors, out_channels)
 
 
+@njit(inline="always")
+def _transpose_bits(masks, at):
+    """Transpose the 64 x 64 bit matrix in masks[at:at + 64] in place: bit j of word i becomes bit i of word j.
+
+    Each round swaps the off-diagonal blocks of every 2w x 2w block on the
+    diagonal, for w = 32, 16, ..., 1 (``low`` selects the low w bits of
+    every 2w bits). The int64 words hold the uint64 masks' bits.
+    """
+    width = 32
+    low = np.uint64(0x00000000FFFFFFFF)
+    while width > 0:
+        shift = np.uint64(width)
+        for i in range(64):
+            if i & width == 0:
+                upper = np.uint64(masks[at + i])
+                lower = np.uint64(masks[at + i + width])
+                swapped = ((upper >> shift) ^ lower) & low
+                masks[at + i] = np.int64(upper ^ (swapped << shift))
+                masks[at + i + width] = np.int64(lower ^ swapped)
+        width //= 2
+        low ^= low << np.uint64(width)
+
+
+@njit(inline="always")
+def _channel_masks(flat_x, flat_next, two, channels, pixels, first, count, masks):
+    """Set masks[64 k + c] to the non-zero bits of pixels [64 k, 64 k + 64) of channel ``first + c``, for c < count.
+
+    ``flat_x`` is a flattened channels-last map (pixels, channels). With
+    ``two``, an input non-zero in either map counts. Each pixel's ``count``
+    channels give one mask, 64 pixels' masks a 64 x 64 bit matrix, and its
+    transpose the channels' masks.
+    """
+    for start in range(0, pixels, MASK_BITS):
+        for p in range(MASK_BITS):
+            mask = np.uint64(0)
+            if start + p < pixels:
+                at = (start + p) * channels + first
+                mask = _nonzero_mask(flat_x, at, count)
+                if two:
+                    mask |= _nonzero_mask(flat_next, at, count)
+            masks[start + p] = np.int64(mask)
+        _transpose_bits(masks, start)
+
+
+@njit(inline="always")
+def _pixel_mask(flat_x, flat_next, two, channels, pixels, first, channel, start, masks):
+    """Return the non-zero bits of pixels [start, start + 64) of ``channel``; see :func:`_channel_masks`.
+
+    With one channel the pixels are contiguous and give the mask directly.
+    """
+    if channels == 1:
+        count = min(MASK_BITS, pixels - start)
+        mask = _nonzero_mask(flat_x, start, count)
+        if two:
+            mask |= _nonzero_mask(flat_next, start, count)
+        return mask
+    return np.uint64(masks[start + channel - first])
+
+
+def linear_masks(in_features: int, channels: int) -> np.ndarray:
+    """Return the scratch buffer of :func:`_linear_events` for ``in_features`` inputs of ``channels`` channels (int64).
+
+    The kernel keeps one mask per 64 pixels for each of 64 channels. With
+    one channel it needs none, and gets one unused word.
+    """
+    if channels == 1:
+        return np.zeros(1, np.int64)
+    return np.zeros(MASK_BITS * -(-(in_features // channels) // MASK_BITS), np.int64)
+
+
 @njit(**NJIT_OPTIONS)
-def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag, channels):
+def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag, channels, masks):
     """Compute a linear layer over the non-zero entries of ``x``; return how many there are.
 
     ``rows`` is (I, P), the weight rows of a one-group layer with O <= P
@@ -1122,10 +1206,17 @@ def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag, channels):
     (i % (H W)) * C + i // (H W): the layer reads the map of a Flatten node
     in the order the Flatten would have written it, so that node need not run.
     Two nested loops (channel, then pixel) replace the division.
+
+    The non-zero inputs are found with vector compares, 64 pixels of a
+    channel to a mask (:func:`_channel_masks`, in ``masks`` from
+    :func:`linear_masks`), and visited through the masks' set bits in the
+    same order. A test of each input would branch on data, and the CPU
+    guesses wrong about once per non-zero input.
     """
     block_vectors = len(vector_tag)
     inputs, padded = rows.shape
     flat_rows = rows.reshape(-1)
+    pixels = inputs // channels
     events = 0
     for block in range(0, padded, 4 * LANES):
         vectors = block_vectors if block_vectors > 0 else min(4, (padded - block) // LANES)
@@ -1134,27 +1225,32 @@ def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag, channels):
         acc2 = vzero()
         acc3 = vzero()
         events = 0
-        pixels = inputs // channels
-        for channel in range(channels):
-            for pixel in range(pixels):
-                value = x[np.uint64(pixel * channels + channel)]
-                if value == 0.0:
-                    continue
-                events += 1
-                at = np.uint64((channel * pixels + pixel) * padded + block)
-                acc0 = vrowadd(acc0, vload(flat_rows, at), value, binary_tag)
-                if vectors > 1:
-                    acc1 = vrowadd(acc1, vload(flat_rows, at + LANES), value, binary_tag)
-                if vectors > 2:
-                    acc2 = vrowadd(acc2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
-                if vectors > 3:
-                    acc3 = vrowadd(acc3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
+        for first in range(0, channels, MASK_BITS):
+            count = min(MASK_BITS, channels - first)
+            if channels > 1:
+                _channel_masks(x, x, False, channels, pixels, first, count, masks)
+            for channel in range(first, first + count):
+                for start in range(0, pixels, MASK_BITS):
+                    mask = _pixel_mask(x, x, False, channels, pixels, first, channel, start, masks)
+                    while mask != 0:
+                        pixel = start + np.int64(trailing_zeros(mask))
+                        mask &= mask - np.uint64(1)
+                        value = x[np.uint64(pixel * channels + channel)]
+                        events += 1
+                        at = np.uint64((channel * pixels + pixel) * padded + block)
+                        acc0 = vrowadd(acc0, vload(flat_rows, at), value, binary_tag)
+                        if vectors > 1:
+                            acc1 = vrowadd(acc1, vload(flat_rows, at + LANES), value, binary_tag)
+                        if vectors > 2:
+                            acc2 = vrowadd(acc2, vload(flat_rows, at + 2 * LANES), value, binary_tag)
+                        if vectors > 3:
+                            acc3 = vrowadd(acc3, vload(flat_rows, at + 3 * LANES), value, binary_tag)
         _store_pixel(acc0, acc1, acc2, acc3, scale, bias, block, out, block, vectors, min(4 * LANES, out.shape[0] - block))
     return events
 
 
 @njit(**NJIT_OPTIONS)
-def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag, binary_tag, channels):
+def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag, binary_tag, channels, masks):
     """:func:`_linear_events` on two timesteps' inputs in one pass; return both counts of non-zero inputs.
 
     An input that is non-zero at either timestep adds its row to both sums,
@@ -1164,6 +1260,7 @@ def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag,
     block_vectors = len(vector_tag)
     inputs, padded = rows.shape
     flat_rows = rows.reshape(-1)
+    pixels = inputs // channels
     events = 0
     events_next = 0
     for block in range(0, padded, 4 * LANES):
@@ -1178,32 +1275,37 @@ def _linear_events_pair(x, x_next, rows, scale, bias, out, out_next, vector_tag,
         next3 = vzero()
         events = 0
         events_next = 0
-        pixels = inputs // channels
-        for channel in range(channels):
-            for pixel in range(pixels):
-                k = np.uint64(pixel * channels + channel)
-                value = x[k]
-                value_next = x_next[k]
-                if value == 0.0 and value_next == 0.0:
-                    continue
-                events += 1 if value != 0.0 else 0
-                events_next += 1 if value_next != 0.0 else 0
-                at = np.uint64((channel * pixels + pixel) * padded + block)
-                row = vload(flat_rows, at)
-                acc0 = vrowadd(acc0, row, value, binary_tag)
-                next0 = vrowadd(next0, row, value_next, binary_tag)
-                if vectors > 1:
-                    row = vload(flat_rows, at + LANES)
-                    acc1 = vrowadd(acc1, row, value, binary_tag)
-                    next1 = vrowadd(next1, row, value_next, binary_tag)
-                if vectors > 2:
-                    row = vload(flat_rows, at + 2 * LANES)
-                    acc2 = vrowadd(acc2, row, value, binary_tag)
-                    next2 = vrowadd(next2, row, value_next, binary_tag)
-                if vectors > 3:
-                    row = vload(flat_rows, at + 3 * LANES)
-                    acc3 = vrowadd(acc3, row, value, binary_tag)
-                    next3 = vrowadd(next3, row, value_next, binary_tag)
+        for first in range(0, channels, MASK_BITS):
+            count = min(MASK_BITS, channels - first)
+            if channels > 1:
+                _channel_masks(x, x_next, True, channels, pixels, first, count, masks)
+            for channel in range(first, first + count):
+                for start in range(0, pixels, MASK_BITS):
+                    mask = _pixel_mask(x, x_next, True, channels, pixels, first, channel, start, masks)
+                    while mask != 0:
+                        pixel = start + np.int64(trailing_zeros(mask))
+                        mask &= mask - np.uint64(1)
+                        k = np.uint64(pixel * channels + channel)
+                        value = x[k]
+                        value_next = x_next[k]
+                        events += 1 if value != 0.0 else 0
+                        events_next += 1 if value_next != 0.0 else 0
+                        at = np.uint64((channel * pixels + pixel) * padded + block)
+                        row = vload(flat_rows, at)
+                        acc0 = vrowadd(acc0, row, value, binary_tag)
+                        next0 = vrowadd(next0, row, value_next, binary_tag)
+                        if vectors > 1:
+                            row = vload(flat_rows, at + LANES)
+                            acc1 = vrowadd(acc1, row, value, binary_tag)
+                            next1 = vrowadd(next1, row, value_next, binary_tag)
+                        if vectors > 2:
+                            row = vload(flat_rows, at + 2 * LANES)
+                            acc2 = vrowadd(acc2, row, value, binary_tag)
+                            next2 = vrowadd(next2, row, value_next, binary_tag)
+                        if vectors > 3:
+                            row = vload(flat_rows, at + 3 * LANES)
+                            acc3 = vrowadd(acc3, row, value, binary_tag)
+                            next3 = vrowadd(next3, row, value_next, binary_tag)
         valid = min(4 * LANES, out.shape[0] - block)
         _store_pixel(acc0, acc1, acc2, acc3, scale, bias, block, out, block, vectors, valid)
         _store_pixel(next0, next1, next2, next3, scale, bias, block, out_next, block, vectors, valid)

@@ -41,6 +41,11 @@ class _Float32x16Model(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VECTOR)
 
 
+def _contiguous(array) -> bool:
+    """Return whether a Numba array type is C-contiguous: vector loads and stores ignore strides."""
+    return isinstance(array, types.Array) and array.layout == "C"
+
+
 def _vector_pointer(context, builder, array_type, array, index):
     data = context.make_array(array_type)(context, builder, array).data
     return builder.bitcast(builder.gep(data, [index]), _VECTOR.as_pointer())
@@ -57,6 +62,8 @@ def _vzero(typingctx):
 @intrinsic
 def _vload(typingctx, array, index):
     """Load array[index:index + 16]; the caller guarantees the range is inside the array."""
+    if not _contiguous(array):
+        return None
 
     def codegen(context, builder, signature, args):
         return builder.load(_vector_pointer(context, builder, signature.args[0], args[0], args[1]), align=4)
@@ -67,6 +74,8 @@ def _vload(typingctx, array, index):
 @intrinsic
 def _vstore(typingctx, array, index, vector):
     """Store a vector into array[index:index + 16]."""
+    if not _contiguous(array):
+        return None
 
     def codegen(context, builder, signature, args):
         builder.store(args[2], _vector_pointer(context, builder, signature.args[0], args[0], args[1]), align=4)
@@ -228,6 +237,8 @@ def _vcount_fired(typingctx, potential, threshold):
 @intrinsic
 def _vnonzero_bits(typingctx, array, index):
     """Return a uint64 whose bit j is set where array[index + j] is not 0.0 (NaN included), j < 16."""
+    if not _contiguous(array):
+        return None
 
     def codegen(context, builder, signature, args):
         vector = builder.load(_vector_pointer(context, builder, signature.args[0], args[0], args[1]), align=4)
