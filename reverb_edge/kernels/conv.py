@@ -84,10 +84,10 @@ DENSE_FROM = 0.9
 # The scatter kernel serves every eligible layer with at most SCATTER_BLOCK outputs, whatever its
 # input channels. It was timed on the spikes of 100 real N-MNIST recordings, one thread, both
 # timesteps of a pair. For 32 to 32 channels at 34 x 34 it took 116 against 155 us. For the
-# 2-channel first layer, neurons merged, it took 30 against 46 us, and 66 us both on a dense input. With more
-# outputs the sums do not fit in the registers: for 32 to 64 channels at 17 x 17, reading the
-# input once per 32 outputs took 122 against 92 us, and 36 vectors of sums (LLVM keeping some in
-# memory) 86 against 67 us.
+# 2-channel first layer, neurons merged, it took 30 against 46 us, and 66 us both on a dense input.
+# With more outputs the sums do not fit in the registers. For 32 to 64 channels at 17 x 17, reading
+# the input once per 32 outputs took 122 against 92 us. Keeping 36 vectors of sums (LLVM spilling
+# some to memory) took 86 against 67 us.
 # TODO: pairs whose timesteps share most non-zero inputs cost the scatter kernel up to twice the
 # additions of the gather kernel (docs/engine.md); a choice per pair would need a cheaper test.
 
@@ -515,7 +515,7 @@ class PreparedLinear:
         return result.reshape(-1), events
 
     def masks(self, channels: int) -> np.ndarray:
-        """Return the scratch buffer of the linear kernels for an input of ``channels`` channels (see :func:`linear_masks`)."""
+        """Return the linear kernels' scratch buffer for an input of ``channels`` channels, made once per count."""
         if channels not in self._masks:
             self._masks[channels] = linear_masks(self.rows.shape[0], channels)
         return self._masks[channels]
@@ -1207,11 +1207,11 @@ def _linear_events(x, rows, scale, bias, out, vector_tag, binary_tag, channels, 
     in the order the Flatten would have written it, so that node need not run.
     Two nested loops (channel, then pixel) replace the division.
 
-    The non-zero inputs are found with vector compares, 64 pixels of a
-    channel to a mask (:func:`_channel_masks`, in ``masks`` from
-    :func:`linear_masks`), and visited through the masks' set bits in the
-    same order. A test of each input would branch on data, and the CPU
-    guesses wrong about once per non-zero input.
+    Vector compares find the non-zero inputs, 64 pixels of a channel to a
+    mask (:func:`_channel_masks`, in ``masks`` from :func:`linear_masks`),
+    and the loop visits the masks' set bits in input order. A test of each
+    input would branch on data, and the CPU guesses wrong about once per
+    non-zero input.
     """
     block_vectors = len(vector_tag)
     inputs, padded = rows.shape

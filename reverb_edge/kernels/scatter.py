@@ -80,8 +80,8 @@ def scatter_buffers(in_width: int, in_channels: int) -> tuple[np.ndarray, np.nda
 
     The rings are (2, 4 rows, in_width + 2 columns, SCATTER_BLOCK) float32.
     The masks of one input row (see :func:`_row_masks`) are int64, one per
-    pixel and 64 channels, followed with fewer than 16 channels by one per
-    64 of the row's values. With both prepared, the kernel allocates nothing
+    pixel and 64 channels. With fewer than 16 channels one word per 64 of
+    the row's values follows them. With both prepared, the kernel allocates nothing
     per call.
     """
     rings = np.zeros((2, 4, in_width + 2, SCATTER_BLOCK), np.float32)
@@ -147,12 +147,14 @@ def _row_masks(flat_x, iy, width, channels, masks):
     """Set masks[ix * chunks + k] to the non-zero mask of channels [64k, 64k + 64) of input pixel (iy, ix).
 
     The int64 array keeps the uint64 mask's bits. Returns whether the row
-    has a non-zero input. With fewer than 16 channels a pixel's channels do
-    not fill a vector, so the row's values, which are contiguous, are
-    tested 64 at a time into the words after the pixels' masks, and each
-    pixel's bits are cut out of them. Testing each pixel on its own had
-    cost 250 ns per row of the 2-channel N-MNIST input, half of the first
-    layer's cost without events.
+    has a non-zero input.
+
+    With fewer than 16 channels a pixel's channels do not fill a vector.
+    The row's values are contiguous, so they are tested 64 at a time into
+    the words after the pixels' masks, and each pixel's bits are cut out of
+    those words (a pixel's bits may span two). Testing each pixel on its own
+    had cost 250 ns per row of the 2-channel N-MNIST input, half of the
+    first layer's cost without events.
     """
     chunks = (channels + MASK_CHANNELS - 1) // MASK_CHANNELS
     found = np.uint64(0)
